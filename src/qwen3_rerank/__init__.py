@@ -1,0 +1,19 @@
+"""qwen3-rerank: Qwen3-Reranker on ONNX Runtime, with scores equal to the official PyTorch recipe."""
+
+from .errors import InputError, ModelLoadError, RerankError, TokenizerError
+from .files import DEFAULT_MODEL, DTYPES
+from .reranker import Reranker, RerankResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "DTYPES",
+    "InputError",
+    "ModelLoadError",
+    "RerankError",
+    "RerankResult",
+    "Reranker",
+    "TokenizerError",
+    "__version__",
+]

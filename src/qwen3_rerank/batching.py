@@ -1,0 +1,46 @@
+"""Length-sorted, token-budgeted batches with left padding; results go back in input order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def plan_batches(lengths: Sequence[int], *, max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+    """Group sequence indices into batches, longest first.
+
+    A batch costs about ``len(batch) * longest`` tokens of compute once padded; it is closed when
+    adding the next sequence would pass ``max_batch_tokens`` or ``max_batch_size``. A sequence
+    longer than the budget gets a batch of its own. Sorting by length keeps padding small, and
+    doing the longest first makes the peak memory show at the start of a job, not at its end.
+    """
+    if max_batch_tokens < 1 or max_batch_size < 1:
+        raise ValueError("max_batch_tokens and max_batch_size must be at least 1")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in order:
+        length = lengths[index]
+        grown = max(longest, length)
+        if current and (len(current) + 1 > max_batch_size or grown * (len(current) + 1) > max_batch_tokens):
+            batches.append(current)
+            current, grown = [], length
+        current.append(index)
+        longest = grown
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``input_ids`` and ``attention_mask`` (int64), padded on the left to the longest sequence."""
+    width = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq) :] = seq
+            mask[row, width - len(seq) :] = 1
+    return ids, mask

@@ -1,0 +1,193 @@
+"""ONNX Runtime session for a Qwen3 causal-LM graph: introspection, feeds, providers.
+
+The engine reads what the graph asks for instead of assuming it: ``position_ids`` and an empty
+``past_key_values.*`` cache are fed only when the graph declares them, with the dtype and shape it
+declares, and the logits are read at the last position whatever the output's sequence length.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelLoadError
+
+_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bfloat16)": None,  # no numpy dtype; rejected with a clear error below
+}
+
+
+@dataclass(frozen=True)
+class PastInput:
+    """One declared KV-cache input: ``[batch, kv_heads, past_length, head_dim]``."""
+
+    name: str
+    kv_heads: int
+    head_dim: int
+    dtype: type
+
+
+def providers_for(device: str = "cpu", providers: Sequence[str] | None = None) -> list[str]:
+    """ONNX Runtime execution providers for a device name (``cpu``, ``cuda``, ``cuda:N``)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if providers:
+        unknown = [p for p in providers if p not in available]
+        if unknown:
+            raise ModelLoadError(
+                f"execution provider(s) {', '.join(unknown)} not available; this onnxruntime has: {', '.join(available)}"
+            )
+        return list(providers)
+    kind = device.split(":", 1)[0].lower()
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    if kind == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise ModelLoadError(
+                "device 'cuda' asked for, but this onnxruntime has no CUDAExecutionProvider "
+                "(install the 'gpu' extra: pip install 'qwen3-rerank[gpu]')"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise ModelLoadError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
+
+
+class OnnxEngine:
+    """Runs a Qwen3 causal-LM ONNX graph and returns last-position logits."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        config: dict | None = None,
+        device: str = "cpu",
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        config = config or {}
+        provider_names = providers_for(device, providers)
+        provider_list: list = list(provider_names)
+        if ":" in device and provider_names[0] == "CUDAExecutionProvider":
+            provider_list[0] = ("CUDAExecutionProvider", {"device_id": int(device.split(":", 1)[1])})
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=provider_list)
+        except Exception as exc:
+            raise ModelLoadError(_explain_session_error(self.path, exc)) from None
+
+        self._introspect(config)
+
+    # -- graph introspection -------------------------------------------------------------------
+
+    def _introspect(self, config: dict) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        if "input_ids" not in inputs or "attention_mask" not in inputs:
+            raise ModelLoadError(
+                f"{self.path.name} is not a causal-LM graph: it needs inputs 'input_ids' and "
+                f"'attention_mask' (it has: {', '.join(inputs)})"
+            )
+        self.ids_dtype = self._np_type(inputs["input_ids"])
+        self.mask_dtype = self._np_type(inputs["attention_mask"])
+        self.has_position_ids = "position_ids" in inputs
+        self.position_dtype = self._np_type(inputs["position_ids"]) if self.has_position_ids else None
+        self.past_inputs: list[PastInput] = []
+        unknown = []
+        for name, arg in inputs.items():
+            if name in ("input_ids", "attention_mask", "position_ids"):
+                continue
+            match = _PAST.match(name)
+            if not match:
+                unknown.append(name)
+                continue
+            shape = list(arg.shape)
+            kv_heads = _dim(shape, 1, config.get("num_key_value_heads"))
+            head_dim = _dim(
+                shape,
+                3,
+                config.get("head_dim")
+                or (config["hidden_size"] // config["num_attention_heads"] if "hidden_size" in config else None),
+            )
+            if kv_heads is None or head_dim is None:
+                raise ModelLoadError(
+                    f"cannot tell the shape of {name} {shape}: the graph leaves it open and config.json "
+                    "has no num_key_value_heads/head_dim"
+                )
+            self.past_inputs.append(PastInput(name, kv_heads, head_dim, self._np_type(arg)))
+        if unknown:
+            raise ModelLoadError(
+                f"{self.path.name} has input(s) this runtime does not know how to feed: {', '.join(unknown)}"
+            )
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.logits_name = "logits" if "logits" in outputs else outputs[0]
+
+    def _np_type(self, arg) -> type:
+        np_type = _ORT_TYPES.get(arg.type)
+        if np_type is None:
+            raise ModelLoadError(f"{self.path.name}: input {arg.name} has unsupported type {arg.type}")
+        return np_type
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def feeds(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's inputs for one left-padded batch and an empty KV cache."""
+        batch = input_ids.shape[0]
+        feed = {
+            "input_ids": input_ids.astype(self.ids_dtype, copy=False),
+            "attention_mask": attention_mask.astype(self.mask_dtype, copy=False),
+        }
+        if self.has_position_ids:
+            # Positions count real tokens only, so left padding never shifts them.
+            positions = np.cumsum(attention_mask, axis=1, dtype=np.int64) - 1
+            np.maximum(positions, 0, out=positions)
+            feed["position_ids"] = positions.astype(self.position_dtype, copy=False)
+        for past in self.past_inputs:
+            feed[past.name] = np.zeros((batch, past.kv_heads, 0, past.head_dim), dtype=past.dtype)
+        return feed
+
+    def last_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Logits at the last position, ``[batch, vocab]``, as the graph computed them."""
+        (logits,) = self.session.run([self.logits_name], self.feeds(input_ids, attention_mask))
+        if logits.ndim == 3:  # [batch, seq or 1, vocab]
+            return logits[:, -1, :]
+        if logits.ndim == 2:
+            return logits
+        raise RuntimeError(f"unexpected logits shape {logits.shape} from {self.path.name}")
+
+
+def _dim(shape: list, axis: int, fallback: int | None) -> int | None:
+    value = shape[axis] if len(shape) > axis else None
+    return value if isinstance(value, int) and value > 0 else fallback
+
+
+def _explain_session_error(path: Path, exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lowered = text.lower()
+    if "protobuf parsing failed" in lowered or "invalid_protobuf" in lowered or "load model" in lowered and "failed" in lowered:
+        return f"cannot load {path}: the file is corrupt or truncated ({text})"
+    if "external data" in lowered or "onnx_data" in lowered or "data file" in lowered:
+        return f"cannot load {path}: its external weight file is missing or truncated ({text})"
+    return f"cannot load {path}: {text}"

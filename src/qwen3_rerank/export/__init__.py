@@ -1,0 +1,1 @@
+"""Checkpoint → ONNX in the published Transformers.js layout (needs the ``export`` extra)."""

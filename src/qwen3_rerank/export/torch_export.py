@@ -1,0 +1,117 @@
+"""Export a Qwen3 causal-LM checkpoint to ONNX with the published graph interface.
+
+Inputs ``input_ids``, ``attention_mask``, ``position_ids``, ``past_key_values.N.key/value``;
+outputs ``logits``, ``present.N.key/value`` (the interface of the onnx-community files, which
+Transformers.js and our runtime feed). The export is ``torch.onnx.export`` (dynamo) of the
+``transformers`` model itself, wrapped only to turn the flat cache tensors into a cache object.
+
+Attention is exported in its "eager" form: its additive mask uses the dtype's lowest finite
+value, not ``-inf``, so a fully masked row (heavy left padding) gives a uniform softmax instead
+of NaN.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+OPSET = 18
+
+
+def load_checkpoint(source: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32):
+    """The checkpoint as a ``transformers`` causal LM in eval mode, with eager attention."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype, attn_implementation="eager")
+    return model.eval()
+
+
+class _CausalLMWithFlatCache(torch.nn.Module):
+    """Flat cache tensors in and out, as the published ONNX interface has them."""
+
+    def __init__(self, model, with_past: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.with_past = with_past
+        self.num_layers = model.config.num_hidden_layers
+
+    def forward(self, input_ids, attention_mask, position_ids, past=()):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for layer in range(len(past) // 2):
+            cache.update(past[2 * layer], past[2 * layer + 1], layer)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=self.with_past,
+        )
+        if not self.with_past:
+            return (out.logits,)
+        flat = [out.logits]
+        for layer in out.past_key_values.layers:
+            flat += [layer.keys, layer.values]
+        return tuple(flat)
+
+
+def io_names(num_layers: int, with_past: bool = True) -> tuple[list[str], list[str]]:
+    inputs = ["input_ids", "attention_mask", "position_ids"]
+    outputs = ["logits"]
+    if with_past:
+        for layer in range(num_layers):
+            inputs += [f"past_key_values.{layer}.key", f"past_key_values.{layer}.value"]
+            outputs += [f"present.{layer}.key", f"present.{layer}.value"]
+    return inputs, outputs
+
+
+def export_model(model, onnx_path: str | os.PathLike[str], *, with_past: bool = True, external_data: bool = True) -> Path:
+    """Write ``model`` (a float32 ``transformers`` Qwen3 causal LM) to ``onnx_path``.
+
+    With ``external_data`` the weights go to ``<name>_data`` next to it, as in the published repo
+    (needed past protobuf's 2 GB limit).
+    """
+    import onnx
+
+    config = model.config
+    wrapper = _CausalLMWithFlatCache(model, with_past).eval()
+    batch, seq, past_len = 2, 4, 3
+    kv_heads = config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    input_ids = torch.randint(0, min(config.vocab_size, 1000), (batch, seq))
+    total = seq + (past_len if with_past else 0)
+    attention_mask = torch.ones(batch, total, dtype=torch.int64)
+    position_ids = torch.arange(total - seq, total).expand(batch, seq)
+    past = tuple(
+        torch.zeros(batch, kv_heads, past_len, head_dim, dtype=next(model.parameters()).dtype)
+        for _ in range(2 * config.num_hidden_layers if with_past else 0)
+    )
+    b, s, t = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length"), torch.export.Dim("total_sequence_length")
+    p = torch.export.Dim("past_sequence_length")
+    dynamic_shapes = ({0: b, 1: s}, {0: b, 1: t}, {0: b, 1: s}, tuple({0: b, 2: p} for _ in past))
+    input_names, output_names = io_names(config.num_hidden_layers, with_past)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            (input_ids, attention_mask, position_ids, past),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes=dynamic_shapes,
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+    proto = program.model_proto
+    onnx_path = Path(onnx_path)
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    if external_data:
+        data_name = onnx_path.name + "_data"
+        (onnx_path.parent / data_name).unlink(missing_ok=True)
+        onnx.save_model(proto, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)
+    else:
+        onnx.save_model(proto, str(onnx_path))
+    return onnx_path

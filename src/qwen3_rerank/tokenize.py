@@ -1,0 +1,107 @@
+"""Token-level assembly of reranker prompts with the model's own ``tokenizer.json``.
+
+The reference recipe tokenizes the content (instruction + query + document) with the tokenizer's
+default special-token behaviour and a content budget of ``max_length - len(prefix) - len(suffix)``
+tokens, cuts the end of the content when it is longer, and then wraps it in the prefix and suffix
+ids (tokenized without special tokens). :class:`PromptTokenizer` does exactly that, so that ids
+equal the reference ones whether or not the content was cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tokenizers import Encoding, Tokenizer
+
+from .errors import InputError, TokenizerError
+from .prompt import PREFIX, SUFFIX, TEMPLATE_SPECIAL_TOKENS
+
+YES_TOKEN = "yes"
+NO_TOKEN = "no"
+
+
+class PromptTokenizer:
+    """Turns prompt contents into the exact token ids the model is fed."""
+
+    def __init__(self, tokenizer: Tokenizer, *, pad_token: str | None = None) -> None:
+        self.tokenizer = tokenizer
+        self._check_qwen3()
+        self.yes_id = self._single_id(YES_TOKEN)
+        self.no_id = self._single_id(NO_TOKEN)
+        pad_token = pad_token or "<|endoftext|>"
+        pad_id = tokenizer.token_to_id(pad_token)
+        # The pad id is only ever seen under a zero attention mask; any valid id does.
+        self.pad_id = pad_id if pad_id is not None else self.no_id
+        self.prefix_ids = tokenizer.encode(PREFIX, add_special_tokens=False).ids
+        self.suffix_ids = tokenizer.encode(SUFFIX, add_special_tokens=False).ids
+        # Tokens the post-processor adds to a single sequence (0 for Qwen3's ByteLevel one).
+        self.num_added_tokens = tokenizer.num_special_tokens_to_add(False)
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, pad_token: str | None = None) -> PromptTokenizer:
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the Rust error text is one line and names the problem
+            raise TokenizerError(f"cannot read tokenizer file {path}: {exc}") from None
+        return cls(tokenizer, pad_token=pad_token)
+
+    def _single_id(self, token: str) -> int:
+        token_id = self.tokenizer.token_to_id(token)
+        if token_id is None:
+            raise TokenizerError(f"tokenizer has no token {token!r}: not a Qwen3 reranker tokenizer")
+        return token_id
+
+    def _check_qwen3(self) -> None:
+        missing = []
+        for token in TEMPLATE_SPECIAL_TOKENS:
+            ids = self.tokenizer.encode(token, add_special_tokens=False).ids
+            if len(ids) != 1 or self.tokenizer.token_to_id(token) != ids[0]:
+                missing.append(token)
+        if missing:
+            raise TokenizerError(
+                "tokenizer is not a Qwen3 one: the chat-template tokens "
+                f"{', '.join(missing)} are not single special tokens"
+            )
+
+    def content_budget(self, max_length: int) -> int:
+        """How many content tokens fit in a prompt of ``max_length`` tokens."""
+        budget = max_length - len(self.prefix_ids) - len(self.suffix_ids)
+        if budget <= self.num_added_tokens:
+            raise InputError(
+                f"max_length={max_length} leaves no room for content: the prompt's fixed prefix and "
+                f"suffix take {len(self.prefix_ids) + len(self.suffix_ids)} tokens"
+            )
+        return budget
+
+    def encode_contents(self, contents: Sequence[str], max_length: int, *, truncate: bool = True) -> list[list[int]]:
+        """Prompt ids for each content, the content's end cut to fit ``max_length`` in all.
+
+        With ``truncate=False`` a content that does not fit raises :class:`InputError` instead.
+        """
+        budget = self.content_budget(max_length)
+        encodings = self.tokenizer.encode_batch(list(contents), add_special_tokens=False)
+        if not truncate:
+            too_long = [i for i, enc in enumerate(encodings) if len(enc.ids) + self.num_added_tokens > budget]
+            if too_long:
+                shown = ", ".join(map(str, too_long[:10])) + (" ..." if len(too_long) > 10 else "")
+                raise InputError(
+                    f"{len(too_long)} input(s) longer than max_length={max_length} tokens "
+                    f"(at index {shown}) and truncation is off"
+                )
+        return [self.prefix_ids + self._content_ids(enc, budget) + self.suffix_ids for enc in encodings]
+
+    def count_content_tokens(self, contents: Sequence[str]) -> list[int]:
+        """Untruncated content lengths, with the tokens the post-processor adds."""
+        encodings = self.tokenizer.encode_batch(list(contents), add_special_tokens=False)
+        return [len(enc.ids) + self.num_added_tokens for enc in encodings]
+
+    def _content_ids(self, encoding: Encoding, budget: int) -> list[int]:
+        if self.num_added_tokens == 0:
+            # Fast path: the post-processor adds nothing (Qwen3's ByteLevel one).
+            return encoding.ids[:budget]
+        # Same order as the reference tokenizer call: cut to leave room for what the
+        # post-processor adds, then let it add its tokens.
+        if len(encoding.ids) > budget - self.num_added_tokens:
+            encoding.truncate(budget - self.num_added_tokens)
+        return self.tokenizer.post_process(encoding, None, True).ids
