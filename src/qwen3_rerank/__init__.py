@@ -2,7 +2,7 @@
 
 from .errors import InputError, ModelLoadError, RerankError, TokenizerError
 from .files import DEFAULT_MODEL, DTYPES
-from .reranker import Reranker, RerankResult
+from .reranker import Reranker, RerankResult, ScoringRequest
 
 __version__ = "0.1.0"
 
@@ -14,6 +14,7 @@ __all__ = [
     "RerankError",
     "RerankResult",
     "Reranker",
+    "ScoringRequest",
     "TokenizerError",
     "__version__",
 ]

@@ -35,6 +35,25 @@ class RerankResult:
         return data
 
 
+@dataclass(frozen=True)
+class ScoringRequest:
+    """Documents of one query, tokenized and ready to score (see :meth:`Reranker.prepare`).
+
+    A server tokenizes each request as it arrives and hands many of them to
+    :meth:`Reranker.score_requests` at once, which batches their documents together.
+    """
+
+    sequences: tuple[tuple[int, ...], ...]
+    truncated: tuple[bool, ...]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(s) for s in self.sequences)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+
 def sigmoid(gap: np.ndarray) -> np.ndarray:
     """``softmax([yes, no])[0]`` from the gap ``yes - no``, in float64 without overflow."""
     gap = np.asarray(gap, dtype=np.float64)
@@ -157,13 +176,50 @@ class Reranker:
                 raise InputError(f"pair {i} is not a (query, document) tuple")
             _check_text(pair[0], f"query of pair {i}")
             _check_text(pair[1], f"document of pair {i}")
+        request = self._prepare(pairs, instruction=instruction, truncate=truncate, max_doc_tokens=None)
+        return self.score_requests([request], raw=raw)[0]
+
+    def prepare(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: str | None = None,
+        truncate: bool = True,
+        max_doc_tokens: int | None = None,
+    ) -> ScoringRequest:
+        """Check and tokenize one query's documents for :meth:`score_requests`.
+
+        ``max_doc_tokens`` first cuts each document on its own to about that many tokens (the
+        rerank APIs' "max tokens per document"); ``truncate`` then works as in :meth:`score`.
+        """
+        _check_text(query, "query")
+        documents = _check_documents(documents)
+        return self._prepare(
+            [(query, d) for d in documents], instruction=instruction, truncate=truncate, max_doc_tokens=max_doc_tokens
+        )
+
+    def _prepare(self, pairs, *, instruction, truncate, max_doc_tokens) -> ScoringRequest:
         if instruction is not None:
             _check_text(instruction, "instruction")
+        if max_doc_tokens is not None:
+            pairs = [(q, self.tokenizer.cut_text(d, max_doc_tokens)) for q, d in pairs]
         contents = [format_content(q, d, instruction) for q, d in pairs]
+        budget = self.tokenizer.content_budget(self.max_length)
+        lengths = self.tokenizer.count_content_tokens(contents)
         sequences = self.tokenizer.encode_contents(contents, self.max_length, truncate=truncate)
-        gaps = self._logit_gaps(sequences)
+        return ScoringRequest(tuple(tuple(s) for s in sequences), tuple(n > budget for n in lengths))
+
+    def score_requests(self, requests: Sequence[ScoringRequest], *, raw: bool = False) -> list[list[float]]:
+        """Scores of several prepared requests, batched together; one list per request."""
+        flat = [seq for request in requests for seq in request.sequences]
+        gaps = self._logit_gaps(flat)
         values = gaps if raw else sigmoid(gaps)
-        return [float(v) for v in values]
+        out, start = [], 0
+        for request in requests:
+            out.append([float(v) for v in values[start : start + len(request)]])
+            start += len(request)
+        return out
 
     def rerank(
         self,
@@ -185,7 +241,7 @@ class Reranker:
             order = order[:top_k]
         return [RerankResult(i, scores[i], documents[i] if return_documents else None) for i in order]
 
-    def _logit_gaps(self, sequences: list[list[int]]) -> np.ndarray:
+    def _logit_gaps(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """``logit(yes) - logit(no)`` at the last position for each token sequence, float64."""
         gaps = np.empty(len(sequences), dtype=np.float64)
         batches = plan_batches(

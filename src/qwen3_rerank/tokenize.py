@@ -91,6 +91,19 @@ class PromptTokenizer:
                 )
         return [self.prefix_ids + self._content_ids(enc, budget) + self.suffix_ids for enc in encodings]
 
+    def cut_text(self, text: str, max_tokens: int) -> str:
+        """``text`` cut at a token boundary so that it holds about ``max_tokens`` tokens.
+
+        Used to limit a document on its own (an API's "max tokens per document"), before it is
+        placed in the prompt; the cut is made at the start of the first token that does not fit.
+        """
+        if max_tokens < 1:
+            raise InputError(f"max tokens per document must be at least 1, got {max_tokens}")
+        encoding = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(encoding.ids) <= max_tokens:
+            return text
+        return text[: encoding.offsets[max_tokens][0]]
+
     def count_content_tokens(self, contents: Sequence[str]) -> list[int]:
         """Untruncated content lengths, with the tokens the post-processor adds."""
         encodings = self.tokenizer.encode_batch(list(contents), add_special_tokens=False)
