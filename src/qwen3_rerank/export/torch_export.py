@@ -91,12 +91,16 @@ def export_model(model, onnx_path: str | os.PathLike[str], *, with_past: bool = 
     )
     b, s, t = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length"), torch.export.Dim("total_sequence_length")
     p = torch.export.Dim("past_sequence_length")
-    dynamic_shapes = ({0: b, 1: s}, {0: b, 1: t}, {0: b, 1: s}, tuple({0: b, 2: p} for _ in past))
+    args = (input_ids, attention_mask, position_ids)
+    dynamic_shapes = ({0: b, 1: s}, {0: b, 1: t}, {0: b, 1: s})
+    if with_past:  # torch.export cannot match an empty tuple of cache tensors, so none is passed
+        args += (past,)
+        dynamic_shapes += (tuple({0: b, 2: p} for _ in past),)
     input_names, output_names = io_names(config.num_hidden_layers, with_past)
     with torch.no_grad():
         program = torch.onnx.export(
             wrapper,
-            (input_ids, attention_mask, position_ids, past),
+            args,
             input_names=input_names,
             output_names=output_names,
             dynamic_shapes=dynamic_shapes,
