@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelLoadError
+from .score_graph import OUTPUT as SCORE_OUTPUT
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _ORT_TYPES = {
@@ -138,7 +139,16 @@ class OnnxEngine:
                 f"{self.path.name} has input(s) this runtime does not know how to feed: {', '.join(unknown)}"
             )
         outputs = [o.name for o in self.session.get_outputs()]
-        self.logits_name = "logits" if "logits" in outputs else outputs[0]
+        #: A score graph (see score_graph.py) outputs the (yes, no) logits directly.
+        self.is_score_graph = SCORE_OUTPUT in outputs
+        self.logits_name = SCORE_OUTPUT if self.is_score_graph else ("logits" if "logits" in outputs else outputs[0])
+        # present.N.key -> past_key_values.N.key, when the graph returns its KV cache.
+        self.present_for_past = {
+            p.name: p.name.replace("past_key_values.", "present.", 1)
+            for p in self.past_inputs
+            if p.name.replace("past_key_values.", "present.", 1) in outputs
+        }
+        self.supports_prefix_cache = bool(self.past_inputs) and len(self.present_for_past) == len(self.past_inputs)
 
     def _np_type(self, arg) -> type:
         np_type = _ORT_TYPES.get(arg.type)
@@ -152,30 +162,74 @@ class OnnxEngine:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def feeds(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph's inputs for one left-padded batch and an empty KV cache."""
-        batch = input_ids.shape[0]
+    def feeds(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        past: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The graph's inputs for one batch.
+
+        ``attention_mask`` covers the past and the new tokens, ``[batch, past + new]``. Without
+        ``past`` the KV cache inputs get empty tensors of the declared dtype and shape.
+        Positions count real tokens only, so padding (on either side) never shifts them.
+        """
+        batch, new = input_ids.shape
         feed = {
             "input_ids": input_ids.astype(self.ids_dtype, copy=False),
             "attention_mask": attention_mask.astype(self.mask_dtype, copy=False),
         }
         if self.has_position_ids:
-            # Positions count real tokens only, so left padding never shifts them.
-            positions = np.cumsum(attention_mask, axis=1, dtype=np.int64) - 1
+            positions = np.cumsum(attention_mask, axis=1, dtype=np.int64)[:, -new:] - 1
             np.maximum(positions, 0, out=positions)
             feed["position_ids"] = positions.astype(self.position_dtype, copy=False)
-        for past in self.past_inputs:
-            feed[past.name] = np.zeros((batch, past.kv_heads, 0, past.head_dim), dtype=past.dtype)
+        for spec in self.past_inputs:
+            if past is not None:
+                feed[spec.name] = past[spec.name]
+            else:
+                feed[spec.name] = np.zeros((batch, spec.kv_heads, 0, spec.head_dim), dtype=spec.dtype)
         return feed
 
     def last_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Logits at the last position, ``[batch, vocab]``, as the graph computed them."""
+        """Logits at the last position, ``[batch, vocab]``, as the graph computed them (full graph)."""
         (logits,) = self.session.run([self.logits_name], self.feeds(input_ids, attention_mask))
         if logits.ndim == 3:  # [batch, seq or 1, vocab]
             return logits[:, -1, :]
         if logits.ndim == 2:
             return logits
         raise RuntimeError(f"unexpected logits shape {logits.shape} from {self.path.name}")
+
+    def yes_no_logits(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        yes_id: int,
+        no_id: int,
+        past: dict[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """``[batch, 2]`` float64 logits of (yes, no) at each row's last position.
+
+        With a full graph the batch must be left-padded (its last position is read); a score graph
+        finds each row's last real token itself.
+        """
+        if not self.is_score_graph:
+            if past is not None:
+                raise ValueError("a KV-cache prefix needs a score graph")
+            logits = self.last_logits(input_ids, attention_mask)
+            return logits[:, [yes_id, no_id]].astype(np.float64)
+        (pair,) = self.session.run([SCORE_OUTPUT], self.feeds(input_ids, attention_mask, past))
+        return pair.astype(np.float64)
+
+    def prefix_cache(self, prefix_ids: Sequence[int]) -> dict[str, np.ndarray]:
+        """The KV cache of one token sequence, keyed by the past input it feeds (batch of 1)."""
+        if not self.supports_prefix_cache:
+            raise ValueError(f"{self.path.name} does not return its KV cache")
+        ids = np.asarray([prefix_ids], dtype=np.int64)
+        mask = np.ones_like(ids)
+        names = list(self.present_for_past.values())
+        values = self.session.run(names, self.feeds(ids, mask))
+        by_present = dict(zip(names, values))
+        return {past: by_present[present] for past, present in self.present_for_past.items()}
 
 
 def _dim(shape: list, axis: int, fallback: int | None) -> int | None:
@@ -188,6 +242,6 @@ def _explain_session_error(path: Path, exc: Exception) -> str:
     lowered = text.lower()
     if "protobuf parsing failed" in lowered or "invalid_protobuf" in lowered or "load model" in lowered and "failed" in lowered:
         return f"cannot load {path}: the file is corrupt or truncated ({text})"
-    if "external data" in lowered or "onnx_data" in lowered or "data file" in lowered:
+    if any(k in lowered for k in ("external data", "external initializer", "onnx_data", "data file")):
         return f"cannot load {path}: its external weight file is missing or truncated ({text})"
     return f"cannot load {path}: {text}"

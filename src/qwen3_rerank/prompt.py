@@ -30,6 +30,17 @@ def format_content(query: str, document: str, instruction: str | None = None) ->
     return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
 
 
+def content_head(query: str, instruction: str | None = None) -> str:
+    """The part of the content that all documents of one query share.
+
+    ``format_content(q, d, i) == content_head(q, i) + " " + d``; the space stays with the document
+    because the tokenizer attaches a leading space to the word after it.
+    """
+    if instruction is None:
+        instruction = DEFAULT_INSTRUCTION
+    return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>:"
+
+
 def format_prompt(query: str, document: str, instruction: str | None = None) -> str:
     """The whole prompt as one string (for display and debugging; scoring works on tokens)."""
     return PREFIX + format_content(query, document, instruction) + SUFFIX

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ from .batching import pad_left, plan_batches
 from .engine import OnnxEngine
 from .errors import InputError
 from .files import DEFAULT_MODEL, ModelFiles, resolve_model
-from .prompt import format_content
+from .prompt import content_head, format_content
 from .tokenize import PromptTokenizer
 
 DEFAULT_MAX_LENGTH = 8192
@@ -45,6 +46,10 @@ class ScoringRequest:
 
     sequences: tuple[tuple[int, ...], ...]
     truncated: tuple[bool, ...]
+    #: Length of the token prefix (system prompt, instruction, query) that the sequences marked in
+    #: ``reuses_prefix`` share, so that it can run once for them all; 0 when there is none.
+    shared_prefix: int = 0
+    reuses_prefix: tuple[bool, ...] = ()
 
     @property
     def num_tokens(self) -> int:
@@ -76,6 +81,7 @@ class Reranker:
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         show_progress: bool = False,
+        prefix_reuse: bool = True,
         files: ModelFiles | None = None,
     ) -> None:
         if batch_size < 1 or max_batch_tokens < 1:
@@ -87,6 +93,7 @@ class Reranker:
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.show_progress = show_progress
+        self.prefix_reuse = prefix_reuse and engine.supports_prefix_cache and engine.is_score_graph
         self.files = files
 
     @classmethod
@@ -102,6 +109,8 @@ class Reranker:
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         show_progress: bool = False,
+        score_graph: bool = True,
+        prefix_reuse: bool = True,
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
@@ -122,12 +131,19 @@ class Reranker:
             batch_size, max_batch_tokens: a batch holds at most ``batch_size`` pairs and at most
                 ``max_batch_tokens`` tokens once padded.
             show_progress: a progress bar over the pairs of long jobs.
+            score_graph: run the reranking-specialised graph (only the yes/no logits at the last
+                position), built from the model file on first use and cached next to it.
+            prefix_reuse: run the part of the prompt that all documents of a query share
+                (system prompt, instruction, query) once, and reuse its KV cache for them all.
         """
         files = resolve_model(
             model, dtype, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
         )
         tokenizer = PromptTokenizer.from_file(files.tokenizer, pad_token=files.pad_token)
-        engine = OnnxEngine(files.onnx, config=files.config, device=device, providers=providers, threads=threads)
+        onnx_path = files.onnx
+        if score_graph:
+            onnx_path = _score_graph_or_full(files.onnx, tokenizer)
+        engine = OnnxEngine(onnx_path, config=files.config, device=device, providers=providers, threads=threads)
         return cls(
             engine,
             tokenizer,
@@ -135,6 +151,7 @@ class Reranker:
             batch_size=batch_size,
             max_batch_tokens=max_batch_tokens,
             show_progress=show_progress,
+            prefix_reuse=prefix_reuse,
             files=files,
         )
 
@@ -155,9 +172,8 @@ class Reranker:
         (the same order, unbounded). ``truncate=False`` raises :class:`InputError` for a document
         that does not fit ``max_length`` instead of cutting its end.
         """
-        _check_text(query, "query")
-        documents = _check_documents(documents)
-        return self.score_pairs([(query, d) for d in documents], instruction=instruction, raw=raw, truncate=truncate)
+        request = self.prepare(query, documents, instruction=instruction, truncate=truncate)
+        return self.score_requests([request], raw=raw)[0]
 
     def score_pairs(
         self,
@@ -176,8 +192,21 @@ class Reranker:
                 raise InputError(f"pair {i} is not a (query, document) tuple")
             _check_text(pair[0], f"query of pair {i}")
             _check_text(pair[1], f"document of pair {i}")
-        request = self._prepare(pairs, instruction=instruction, truncate=truncate, max_doc_tokens=None)
-        return self.score_requests([request], raw=raw)[0]
+        # One request per distinct query, so that each query's shared prefix can be reused.
+        by_query: dict[str, list[int]] = {}
+        for i, (query, _) in enumerate(pairs):
+            by_query.setdefault(query, []).append(i)
+        requests = [
+            self._prepare(
+                [pairs[i] for i in indices], instruction=instruction, truncate=truncate, max_doc_tokens=None, query=query
+            )
+            for query, indices in by_query.items()
+        ]
+        scores = [0.0] * len(pairs)
+        for indices, values in zip(by_query.values(), self.score_requests(requests, raw=raw)):
+            for i, value in zip(indices, values):
+                scores[i] = value
+        return scores
 
     def prepare(
         self,
@@ -196,10 +225,14 @@ class Reranker:
         _check_text(query, "query")
         documents = _check_documents(documents)
         return self._prepare(
-            [(query, d) for d in documents], instruction=instruction, truncate=truncate, max_doc_tokens=max_doc_tokens
+            [(query, d) for d in documents],
+            instruction=instruction,
+            truncate=truncate,
+            max_doc_tokens=max_doc_tokens,
+            query=query,
         )
 
-    def _prepare(self, pairs, *, instruction, truncate, max_doc_tokens) -> ScoringRequest:
+    def _prepare(self, pairs, *, instruction, truncate, max_doc_tokens, query=None) -> ScoringRequest:
         if instruction is not None:
             _check_text(instruction, "instruction")
         if max_doc_tokens is not None:
@@ -208,18 +241,12 @@ class Reranker:
         budget = self.tokenizer.content_budget(self.max_length)
         lengths = self.tokenizer.count_content_tokens(contents)
         sequences = self.tokenizer.encode_contents(contents, self.max_length, truncate=truncate)
-        return ScoringRequest(tuple(tuple(s) for s in sequences), tuple(n > budget for n in lengths))
-
-    def score_requests(self, requests: Sequence[ScoringRequest], *, raw: bool = False) -> list[list[float]]:
-        """Scores of several prepared requests, batched together; one list per request."""
-        flat = [seq for request in requests for seq in request.sequences]
-        gaps = self._logit_gaps(flat)
-        values = gaps if raw else sigmoid(gaps)
-        out, start = [], 0
-        for request in requests:
-            out.append([float(v) for v in values[start : start + len(request)]])
-            start += len(request)
-        return out
+        shared, reuses = 0, [False] * len(sequences)
+        if query is not None:
+            shared, reuses = self.tokenizer.shared_prefix(sequences, content_head(query, instruction))
+        return ScoringRequest(
+            tuple(tuple(s) for s in sequences), tuple(n > budget for n in lengths), shared, tuple(reuses)
+        )
 
     def rerank(
         self,
@@ -241,30 +268,100 @@ class Reranker:
             order = order[:top_k]
         return [RerankResult(i, scores[i], documents[i] if return_documents else None) for i in order]
 
-    def _logit_gaps(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+    def score_requests(self, requests: Sequence[ScoringRequest], *, raw: bool = False) -> list[list[float]]:
+        """Scores of several prepared requests, batched together; one list per request.
+
+        Requests with a shared prefix (and a model that returns its KV cache) run that prefix once;
+        all other sequences are batched together across requests.
+        """
+        total = sum(len(r) for r in requests)
+        gaps = np.empty(total, dtype=np.float64)
+        plain: list[int] = []
+        offsets, start = [], 0
+        for request in requests:
+            offsets.append(start)
+            start += len(request)
+        progress = self._progress(total)
+        try:
+            for request, offset in zip(requests, offsets):
+                reuse = [i for i, ok in enumerate(request.reuses_prefix) if ok] if self.prefix_reuse else []
+                if len(reuse) < 2:  # a prefix pass pays off only when two or more documents share it
+                    reuse = []
+                if reuse:
+                    gaps[[offset + i for i in reuse]] = self._prefix_gaps(request, reuse, progress)
+                reused = set(reuse)
+                plain.extend(offset + i for i in range(len(request)) if i not in reused)
+            if plain:
+                flat = [seq for request in requests for seq in request.sequences]
+                gaps[plain] = self._logit_gaps([flat[i] for i in plain], progress)
+        finally:
+            if progress is not None:
+                progress.close()
+        values = gaps if raw else sigmoid(gaps)
+        return [[float(v) for v in values[o : o + len(r)]] for r, o in zip(requests, offsets)]
+
+    def _progress(self, total: int):
+        if not self.show_progress or total < 2:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc="reranking", unit="pair")
+
+    def _logit_gaps(self, sequences: Sequence[Sequence[int]], progress=None) -> np.ndarray:
         """``logit(yes) - logit(no)`` at the last position for each token sequence, float64."""
         gaps = np.empty(len(sequences), dtype=np.float64)
         batches = plan_batches(
             [len(s) for s in sequences], max_batch_tokens=self.max_batch_tokens, max_batch_size=self.batch_size
         )
-        progress = None
-        if self.show_progress and len(sequences) > 1:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=len(sequences), desc="reranking", unit="pair")
-        try:
-            for batch in batches:
-                ids, mask = pad_left([sequences[i] for i in batch], self.tokenizer.pad_id)
-                logits = self.engine.last_logits(ids, mask)
-                yes = logits[:, self.tokenizer.yes_id].astype(np.float64)
-                no = logits[:, self.tokenizer.no_id].astype(np.float64)
-                gaps[batch] = yes - no
-                if progress is not None:
-                    progress.update(len(batch))
-        finally:
+        for batch in batches:
+            ids, mask = pad_left([sequences[i] for i in batch], self.tokenizer.pad_id)
+            pair = self.engine.yes_no_logits(ids, mask, self.tokenizer.yes_id, self.tokenizer.no_id)
+            gaps[batch] = pair[:, 0] - pair[:, 1]
             if progress is not None:
-                progress.close()
+                progress.update(len(batch))
         return gaps
+
+    def _prefix_gaps(self, request: ScoringRequest, indices: list[int], progress=None) -> np.ndarray:
+        """Gaps of the sequences of one request at ``indices``, which share its prefix tokens.
+
+        The prefix runs once (batch of 1); its KV cache is then fed, repeated per row, with the
+        remaining tokens of each document. The attention mask covers prefix + document, and the
+        positions continue after the prefix, so every token sees exactly what it sees in the
+        whole prompt.
+        """
+        shared = request.shared_prefix
+        cache = self.engine.prefix_cache(request.sequences[indices[0]][:shared])
+        parts = [request.sequences[i][shared:] for i in indices]
+        gaps = np.empty(len(parts), dtype=np.float64)
+        batches = plan_batches(
+            [len(p) for p in parts], max_batch_tokens=self.max_batch_tokens, max_batch_size=self.batch_size
+        )
+        widest = max(len(b) for b in batches)
+        # One contiguous copy per request; each batch takes its first rows (still contiguous).
+        repeated = {
+            name: np.ascontiguousarray(np.broadcast_to(value, (widest, *value.shape[1:])))
+            for name, value in cache.items()
+        }
+        for batch in batches:
+            ids, mask = pad_left([parts[i] for i in batch], self.tokenizer.pad_id)
+            full_mask = np.concatenate([np.ones((len(batch), shared), dtype=np.int64), mask], axis=1)
+            past = {name: value[: len(batch)] for name, value in repeated.items()}
+            pair = self.engine.yes_no_logits(ids, full_mask, self.tokenizer.yes_id, self.tokenizer.no_id, past=past)
+            gaps[batch] = pair[:, 0] - pair[:, 1]
+            if progress is not None:
+                progress.update(len(batch))
+        return gaps
+
+
+def _score_graph_or_full(source, tokenizer: PromptTokenizer):
+    """The cached score graph of ``source`` (built on first use), or ``source`` if none can be made."""
+    from .score_graph import ScoreGraphError, ensure_score_graph
+
+    try:
+        return ensure_score_graph(source, tokenizer.yes_id, tokenizer.no_id)
+    except (ScoreGraphError, OSError, ImportError) as exc:
+        warnings.warn(f"using the full graph of {source.name}: no score graph ({exc})", stacklevel=3)
+        return source
 
 
 def _check_text(value, what: str) -> None:

@@ -104,6 +104,18 @@ class PromptTokenizer:
             return text
         return text[: encoding.offsets[max_tokens][0]]
 
+    def shared_prefix(self, sequences: Sequence[Sequence[int]], head: str) -> tuple[int, list[bool]]:
+        """Length of the prefix + ``head`` tokens, and which ``sequences`` start with exactly them.
+
+        The split is taken from the whole prompts' own tokens: where tokenizing ``head`` alone
+        gives other tokens than a whole prompt has there (a merge across the boundary, a cut by
+        truncation), that sequence is marked False and is scored the plain way. So reusing the
+        prefix never changes a token id.
+        """
+        shared = list(self.prefix_ids) + self.tokenizer.encode(head, add_special_tokens=False).ids
+        n = len(shared)
+        return n, [len(seq) > n and list(seq[:n]) == shared for seq in sequences]
+
     def count_content_tokens(self, contents: Sequence[str]) -> list[int]:
         """Untruncated content lengths, with the tokens the post-processor adds."""
         encodings = self.tokenizer.encode_batch(list(contents), add_special_tokens=False)

@@ -1,0 +1,426 @@
+"""The score graph: a reranking-specialised copy of a causal-LM ONNX graph.
+
+A published Qwen3 graph computes logits over the whole vocabulary (151,669 entries) at every
+position, and a reranker needs two numbers at one position. The score graph
+
+* gathers each row's last real position (padding on either side) right before the final norm,
+  so the final norm and ``lm_head`` run on one position per row instead of all of them;
+* keeps only the ``lm_head`` rows of "yes" and "no" (plain, ``MatMulInteger`` int8 and
+  ``MatMulNBits`` 4-bit weights are sliced in their own formats, so the numbers are exactly those
+  the full graph computes), and drops the rest of that weight when nothing else uses it;
+* has one new output, ``yes_no_logits`` ``[batch, 2]`` float32, instead of ``logits``.
+
+``present.*`` outputs are kept when ``keep_present`` (the default): the shared-prefix pass reads
+them, and the document pass does not fetch them; they are the attention's own key/value buffers,
+so leaving them as outputs costs no compute.
+
+The graph is edited with ``onnx`` without loading external weights: the new file sits next to
+the source and refers to the same ``*.onnx_data`` file, so nothing large is copied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelLoadError
+
+FORMAT_VERSION = 1
+OUTPUT = "yes_no_logits"
+_LM_OPS = ("MatMul", "Gemm", "MatMulNBits", "MatMulInteger")
+_SINGLE_NODE_NORMS = {
+    "SimplifiedLayerNormalization": (0,),
+    "LayerNormalization": (0,),
+    "RMSNormalization": (0,),
+    "SkipSimplifiedLayerNormalization": (0, 1),
+    "SkipLayerNormalization": (0, 1),
+}
+
+
+class ScoreGraphError(ModelLoadError):
+    """The graph does not have a shape the score-graph builder understands."""
+
+
+# -- cache keyed by the source file's hash ----------------------------------------------------------
+
+
+def score_graph_path(source: Path) -> Path:
+    return source.with_name(source.stem + ".score.onnx")
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp(path: Path) -> dict:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _data_stamps(source: Path) -> dict:
+    """Size and mtime of the source's external weight files: the score graph copies rows of them."""
+    return {p.name: _stamp(p) for p in sorted(source.parent.glob(source.name + "_data*"))}
+
+
+def cached_score_graph(source: Path, yes_id: int, no_id: int) -> Path | None:
+    """The score graph built from exactly this source file and these ids, if one is on disk.
+
+    The key is the source's SHA-256; it is re-hashed only when the file's size or mtime differ
+    from the ones recorded with it, so a warm start does not read the whole model.
+    """
+    target = score_graph_path(source)
+    meta_path = _sidecar(target)
+    if not (target.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if meta.get("format_version") != FORMAT_VERSION or meta.get("yes_no_ids") != [yes_id, no_id]:
+        return None
+    if meta.get("data_stamps") != _data_stamps(source):
+        return None
+    if meta.get("source_stamp") != _stamp(source) and meta.get("source_sha256") != file_sha256(source):
+        return None
+    return target
+
+
+def ensure_score_graph(source: Path, yes_id: int, no_id: int, *, keep_present: bool = True) -> Path:
+    """Path of the score graph for ``source``, building and caching it when missing or stale."""
+    cached = cached_score_graph(source, yes_id, no_id)
+    if cached is not None:
+        return cached
+    target = score_graph_path(source)
+    try:
+        build_score_graph(source, target, yes_id, no_id, keep_present=keep_present)
+    except ScoreGraphError:
+        raise
+    except Exception as exc:  # unreadable protobuf, missing external data, ...
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ScoreGraphError(f"cannot build the score graph of {source.name}: {text}") from None
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "source": source.name,
+        "source_sha256": file_sha256(source),
+        "source_stamp": _stamp(source),
+        "data_stamps": _data_stamps(source),
+        "yes_no_ids": [yes_id, no_id],
+        "keep_present": keep_present,
+    }
+    tmp = _sidecar(target).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    os.replace(tmp, _sidecar(target))
+    return target
+
+
+# -- graph surgery ------------------------------------------------------------------------------------
+
+
+class _Graph:
+    """Producer/consumer indexes over an ONNX graph."""
+
+    def __init__(self, graph) -> None:
+        self.graph = graph
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.producer = {}
+        self.consumers = defaultdict(list)
+        for node in graph.node:
+            for out in node.output:
+                self.producer[out] = node
+            for inp in node.input:
+                self.consumers[inp].append(node)
+
+    def ancestors(self, tensor: str, depth: int) -> list:
+        """Nodes upstream of ``tensor`` up to ``depth`` steps, nearest first."""
+        seen, order, frontier = set(), [], [tensor]
+        for _ in range(depth):
+            nxt = []
+            for name in frontier:
+                node = self.producer.get(name)
+                if node is None or id(node) in seen:
+                    continue
+                seen.add(id(node))
+                order.append(node)
+                nxt.extend(node.input)
+            frontier = nxt
+        return order
+
+    def constant_array(self, name: str, base_dir: Path) -> np.ndarray | None:
+        """The value of an initializer, or of a ``Transpose`` of one (tied embeddings)."""
+        from onnx import numpy_helper
+
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name], base_dir=str(base_dir))
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Transpose" and node.input[0] in self.initializers:
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            return np.transpose(numpy_helper.to_array(self.initializers[node.input[0]], base_dir=str(base_dir)), perm)
+        return None
+
+
+def _attr(node, name, default=None):
+    from onnx import helper
+
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return helper.get_attribute_value(attribute)
+    return default
+
+
+def _set_attr(node, name, value) -> None:
+    from onnx import helper
+
+    for i, attribute in enumerate(node.attribute):
+        if attribute.name == name:
+            del node.attribute[i]
+            break
+    node.attribute.append(helper.make_attribute(name, value))
+
+
+def _find_lm_head(g: _Graph, logits: str):
+    for node in g.ancestors(logits, depth=6):
+        if node.op_type in _LM_OPS and any(
+            i in g.initializers or (g.producer.get(i) is not None and g.producer[i].op_type == "Transpose")
+            for i in node.input[1:2]
+        ):
+            return node
+    raise ScoreGraphError("cannot find the lm_head (a MatMul-type node near the 'logits' output)")
+
+
+def _slice_lm_head(g: _Graph, node, columns: list[int], base_dir: Path, new_inits: list) -> str:
+    """Cut ``node``'s weight to ``columns`` of the vocabulary; returns the activation input name."""
+    from onnx import numpy_helper
+
+    def add(name: str, array: np.ndarray) -> str:
+        new_inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    if node.op_type in ("MatMul", "Gemm"):
+        weight = g.constant_array(node.input[1], base_dir)
+        if weight is None:
+            raise ScoreGraphError("lm_head weight is not a constant")
+        if node.op_type == "Gemm" and _attr(node, "transB", 0):
+            weight = weight.T
+        if node.op_type == "Gemm":
+            _set_attr(node, "transB", 0)
+            if len(node.input) > 2 and node.input[2]:
+                bias = g.constant_array(node.input[2], base_dir)
+                node.input[2] = add("score.lm_head.bias", bias[..., columns])
+        node.input[1] = add("score.lm_head.weight", weight[:, columns])
+        return node.input[0]
+
+    if node.op_type == "MatMulInteger":
+        weight = g.constant_array(node.input[1], base_dir)
+        node.input[1] = add("score.lm_head.weight_q", weight[:, columns])
+        if len(node.input) > 3 and node.input[3]:
+            zero = g.constant_array(node.input[3], base_dir)
+            if zero is not None and zero.ndim == 1 and zero.shape[0] == weight.shape[1]:
+                node.input[3] = add("score.lm_head.weight_zero_point", zero[columns])
+        # The weight scale is applied by a Mul downstream; a per-column scale must be cut too.
+        _cut_per_column_scales(g, node, weight.shape[1], columns, base_dir, add)
+        quantizer = g.producer.get(node.input[0])
+        if quantizer is not None and quantizer.op_type == "DynamicQuantizeLinear":
+            return quantizer.input[0]
+        raise ScoreGraphError("int8 lm_head without a DynamicQuantizeLinear input")
+
+    if node.op_type == "MatMulNBits":
+        n = int(_attr(node, "N"))
+        packed = g.constant_array(node.input[1], base_dir)
+        node.input[1] = add("score.lm_head.B", packed[columns])
+        scales = g.constant_array(node.input[2], base_dir)
+        node.input[2] = add("score.lm_head.scales", scales.reshape(n, -1)[columns].reshape(-1 if scales.ndim == 1 else (len(columns), -1)))
+        if len(node.input) > 3 and node.input[3]:
+            zero = g.constant_array(node.input[3], base_dir)
+            node.input[3] = add(
+                "score.lm_head.zero_points", zero.reshape(n, -1)[columns].reshape(-1 if zero.ndim == 1 else (len(columns), -1))
+            )
+        if len(node.input) > 4 and node.input[4]:
+            raise ScoreGraphError("MatMulNBits lm_head with g_idx is not supported")
+        if len(node.input) > 5 and node.input[5]:
+            bias = g.constant_array(node.input[5], base_dir)
+            node.input[5] = add("score.lm_head.bias", bias[columns])
+        _set_attr(node, "N", len(columns))
+        return node.input[0]
+
+    raise ScoreGraphError(f"unsupported lm_head op {node.op_type}")
+
+
+def _cut_per_column_scales(g: _Graph, node, vocab: int, columns, base_dir, add) -> None:
+    """Slice any [vocab]-shaped constant multiplied into the int8 lm_head's output."""
+    frontier = list(node.output)
+    for _ in range(3):
+        nxt = []
+        for tensor in frontier:
+            for consumer in g.consumers.get(tensor, []):
+                if consumer.op_type in ("Mul", "Add"):
+                    for k, name in enumerate(consumer.input):
+                        value = g.constant_array(name, base_dir) if name != tensor else None
+                        if value is not None and value.ndim >= 1 and value.shape[-1] == vocab:
+                            consumer.input[k] = add(f"score.lm_head.{consumer.op_type.lower()}_{k}", value[..., columns])
+                nxt.extend(consumer.output)
+        frontier = nxt
+
+
+def _norm_inputs(g: _Graph, hidden: str) -> tuple[list[str], list]:
+    """Per-position tensors to gather so that the final norm runs on the last position only.
+
+    Returns the tensor names and the nodes whose inputs are to be rewired to the gathered ones.
+    Falls back to the lm_head input itself (norm over all positions) for unknown norm shapes.
+    """
+    node = g.producer.get(hidden)
+    if node is not None and node.op_type in _SINGLE_NODE_NORMS:
+        tensors = [node.input[i] for i in _SINGLE_NODE_NORMS[node.op_type] if i < len(node.input)]
+        return tensors, [node]
+    # Decomposed RMSNorm: Mul(weight, Mul(x, 1/sqrt(mean(x^2) + eps))): find x through the Pow.
+    region = g.ancestors(hidden, depth=8)
+    pows = [n for n in region if n.op_type == "Pow"]
+    if pows:
+        residual = pows[0].input[0]
+        region_ids = {id(n) for n in region}
+        users = [n for n in g.consumers[residual] if id(n) in region_ids]
+        outside = [n for n in g.consumers[residual] if id(n) not in region_ids]
+        if users and not outside:
+            return [residual], users
+    return [hidden], list(g.consumers[hidden])
+
+
+def build_score_graph(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    yes_id: int,
+    no_id: int,
+    *,
+    keep_present: bool = True,
+) -> Path:
+    """Write the score graph of ``source`` to ``target`` (in the same folder: see module doc)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    source, target = Path(source), Path(target)
+    model = onnx.load(str(source), load_external_data=False)
+    graph = model.graph
+    g = _Graph(graph)
+    outputs = [o.name for o in graph.output]
+    if "logits" not in outputs:
+        raise ScoreGraphError(f"{source.name} has no 'logits' output (outputs: {', '.join(outputs[:5])})")
+    input_names = {i.name for i in graph.input}
+    if not {"input_ids", "attention_mask"} <= input_names:
+        raise ScoreGraphError(f"{source.name} lacks input_ids/attention_mask inputs")
+
+    base_dir = source.parent
+    new_inits: list = []
+    lm_head = _find_lm_head(g, "logits")
+    hidden = _slice_lm_head(g, lm_head, [yes_id, no_id], base_dir, new_inits)
+    tensors, users = _norm_inputs(g, hidden)
+
+    # Index of each row's last real position among the new tokens, for either padding side:
+    # argmax over positions of mask * (1..S).
+    consts = [
+        numpy_helper.from_array(np.array([1], np.int64), "score.one"),
+        numpy_helper.from_array(np.array(1, np.int64), "score.one_scalar"),
+        numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), "score.int_max"),
+        numpy_helper.from_array(np.array([1], np.int64), "score.axis1"),
+        numpy_helper.from_array(np.array([-1, 2], np.int64), "score.out_shape"),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["input_ids"], ["score.seq_len"], start=1, end=2),
+        helper.make_node("Neg", ["score.seq_len"], ["score.neg_seq_len"]),
+        helper.make_node("Slice", ["attention_mask", "score.neg_seq_len", "score.int_max", "score.axis1"], ["score.new_mask"]),
+        helper.make_node("Cast", ["score.new_mask"], ["score.new_mask_f"], to=TensorProto.FLOAT),
+        helper.make_node("Squeeze", ["score.seq_len"], ["score.seq_len_scalar"]),
+        helper.make_node("Add", ["score.seq_len_scalar", "score.one_scalar"], ["score.range_end"]),
+        helper.make_node("Range", ["score.one_scalar", "score.range_end", "score.one_scalar"], ["score.positions"]),
+        helper.make_node("Cast", ["score.positions"], ["score.positions_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["score.new_mask_f", "score.positions_f"], ["score.weighted"]),
+        helper.make_node("ArgMax", ["score.weighted"], ["score.last_index"], axis=1, keepdims=1),
+    ]
+    for k, tensor in enumerate(tensors):
+        gathered = f"score.last.{k}"
+        nodes.append(helper.make_node("GatherND", [tensor, "score.last_index"], [gathered + ".2d"], batch_dims=1))
+        nodes.append(helper.make_node("Unsqueeze", [gathered + ".2d", "score.axis1"], [gathered]))
+        for user in users:
+            for i, name in enumerate(user.input):
+                if name == tensor:
+                    user.input[i] = gathered
+
+    # logits [batch, 1, 2] -> yes_no_logits [batch, 2] float32
+    logits_type = next(o for o in graph.output if o.name == "logits").type.tensor_type.elem_type
+    last = "logits"
+    if logits_type != TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", [last], ["score.logits_f32"], to=TensorProto.FLOAT))
+        last = "score.logits_f32"
+    nodes.append(helper.make_node("Reshape", [last, "score.out_shape"], [OUTPUT]))
+
+    # Insert the index nodes first, then the rest in order; ONNX needs a topological order, so
+    # place every new node right before the first node that consumes its output.
+    graph.initializer.extend(consts + new_inits)
+    _insert_topologically(graph, nodes)
+
+    kept = [o for o in graph.output if keep_present and o.name.startswith("present")]
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch_size", 2]))
+    graph.output.extend(kept)
+    _prune(graph)
+    del graph.value_info[:]  # shapes changed; let the runtime infer them again
+
+    tmp = target.with_name(target.name + ".tmp")
+    onnx.save_model(model, str(tmp))
+    os.replace(tmp, target)
+    return target
+
+
+def _insert_topologically(graph, new_nodes: Iterable) -> None:
+    existing = list(graph.node)
+    pending = list(new_nodes)
+    ordered = []
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    remaining = existing + pending
+    # Kahn's algorithm over old and new nodes together.
+    produced = set()
+    for node in remaining:
+        produced.update(node.output)
+    waiting = list(remaining)
+    while waiting:
+        progressed = False
+        still = []
+        for node in waiting:
+            if all((not i) or i in available or i not in produced for i in node.input):
+                ordered.append(node)
+                available.update(node.output)
+                progressed = True
+            else:
+                still.append(node)
+        if not progressed:
+            raise ScoreGraphError("score graph would have a cycle")
+        waiting = still
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def _prune(graph) -> None:
+    """Drop nodes and initializers that no graph output depends on."""
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(list(graph.node)):
+        if any(out in needed for out in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    del graph.node[:]
+    graph.node.extend(reversed(keep))
+    inits = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)

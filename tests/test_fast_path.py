@@ -1,0 +1,179 @@
+"""The fast path: score graph and shared-prefix reuse give the plain path's scores."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import numpy_helper
+
+from qwen3_rerank import Reranker
+from qwen3_rerank.prompt import content_head, format_content
+from qwen3_rerank.score_graph import OUTPUT, build_score_graph, cached_score_graph, ensure_score_graph
+
+QUERY = "What is the capital of France?"
+DOCS = [
+    "Paris is the capital of France.",
+    "Berlin is the capital of Germany, and it has been the seat of government since 1999. " * 3,
+    "",
+    "東京は日本の首都です。 🙂👍🏽",
+    "\nstarts with a newline",
+    ":: starts with punctuation",
+    "The Eiffel Tower stands on the Champ de Mars in Paris. " * 12,
+]
+
+
+def make_reranker(model_dir, **kw):
+    return Reranker.from_pretrained(model_dir, dtype=kw.pop("dtype", "fp32"), **kw)
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_model_dir):
+    return make_reranker(tiny_model_dir, score_graph=False, prefix_reuse=False)
+
+
+def test_score_graph_equals_full_graph(tiny_model_dir, plain, official):
+    fast = make_reranker(tiny_model_dir, prefix_reuse=False)
+    assert fast.engine.is_score_graph and not plain.engine.is_score_graph
+    full = plain.score(QUERY, DOCS, raw=True)
+    np.testing.assert_allclose(fast.score(QUERY, DOCS, raw=True), full, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(full, official.gaps(QUERY, DOCS), rtol=0, atol=1e-5)
+
+
+def test_score_graph_has_no_vocabulary_output(tiny_model_dir):
+    fast = make_reranker(tiny_model_dir)
+    outputs = [o.name for o in fast.engine.session.get_outputs()]
+    assert outputs[0] == OUTPUT and "logits" not in outputs
+    assert all(name.startswith("present.") for name in outputs[1:])
+    model = onnx.load(str(fast.engine.path), load_external_data=False)
+    vocab = fast.files.config["vocab_size"]
+    # No MatMul-type node reads a weight with a vocabulary-sized dimension any more: lm_head has 2 rows.
+    init_dims = {t.name: list(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm", "MatMulNBits", "MatMulInteger"):
+            for name in node.input[1:2]:
+                assert vocab not in init_dims.get(name, []), node.name
+
+
+def test_prefix_reuse_equals_plain_path(tiny_model_dir, plain):
+    fast = make_reranker(tiny_model_dir)
+    request = fast.prepare(QUERY, DOCS)
+    assert fast.prefix_reuse and request.shared_prefix > 0 and sum(request.reuses_prefix) >= 2
+    np.testing.assert_allclose(fast.score(QUERY, DOCS, raw=True), plain.score(QUERY, DOCS, raw=True), rtol=0, atol=1e-4)
+    instruction = "Find the sentence that names a capital"
+    np.testing.assert_allclose(
+        fast.score(QUERY, DOCS, raw=True, instruction=instruction),
+        plain.score(QUERY, DOCS, raw=True, instruction=instruction),
+        rtol=0,
+        atol=1e-4,
+    )
+
+
+def test_prefix_reuse_with_small_batches_and_truncation(tiny_model_dir, tiny_checkpoint):
+    from reference import OfficialRecipe
+
+    fast = make_reranker(tiny_model_dir, max_length=120, max_batch_tokens=150, batch_size=2)
+    ref = OfficialRecipe(tiny_checkpoint, max_length=120)
+    np.testing.assert_allclose(fast.score(QUERY, DOCS, raw=True), ref.gaps(QUERY, DOCS), rtol=0, atol=1e-4)
+
+
+def test_many_queries_mixed_in_score_pairs(tiny_model_dir, plain):
+    fast = make_reranker(tiny_model_dir)
+    pairs = [(q, d) for d in DOCS[:4] for q in (QUERY, "Where is Tokyo?")]
+    np.testing.assert_allclose(fast.score_pairs(pairs, raw=True), plain.score_pairs(pairs, raw=True), atol=1e-4)
+
+
+def test_cache_is_reused_and_invalidated(tmp_path, tiny_model_dir, tokenizer_dir):
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    for stale in folder.glob("onnx/*.score.*"):
+        stale.unlink()
+    source = folder / "onnx" / "model.onnx"
+    assert cached_score_graph(source, 1, 2) is None
+    built = ensure_score_graph(source, 1, 2)
+    mtime = built.stat().st_mtime_ns
+    assert cached_score_graph(source, 1, 2) == built
+    assert ensure_score_graph(source, 1, 2).stat().st_mtime_ns == mtime  # not rebuilt
+    assert cached_score_graph(source, 2, 1) is None  # other token ids, other graph
+    data = folder / "onnx" / "model.onnx_data"
+    data.write_bytes(data.read_bytes())  # same bytes, new mtime: the weights may have changed
+    assert cached_score_graph(source, 1, 2) is None
+
+
+def _untied(model_dir, out_dir):
+    """A copy whose lm_head weight is its own [hidden, vocab] initializer, so quantizers see it."""
+    shutil.copytree(model_dir, out_dir)
+    for stale in out_dir.glob("onnx/*.score.*"):
+        stale.unlink()
+    path = out_dir / "onnx" / "model.onnx"
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    for node in list(graph.node):
+        if node.op_type == "Transpose" and node.input[0] in inits and any(
+            c.op_type == "MatMul" and c.output[0] == "logits" for c in graph.node if node.output[0] in c.input
+        ):
+            weight = numpy_helper.to_array(inits[node.input[0]])
+            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight.T), "lm_head.untied"))
+            for c in graph.node:
+                for i, name in enumerate(c.input):
+                    if name == node.output[0]:
+                        c.input[i] = "lm_head.untied"
+            graph.node.remove(node)
+    (out_dir / "onnx" / "model.onnx_data").unlink()
+    onnx.save_model(model, str(path), save_as_external_data=True, location="model.onnx_data")
+    return path
+
+
+def test_score_graph_of_quantized_lm_heads(tmp_path, tiny_model_dir):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    folder = tmp_path / "q"
+    source = _untied(tiny_model_dir, folder)
+    quantize_dynamic(str(source), str(folder / "onnx" / "model_quantized.onnx"), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Gemm"])
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), block_size=32, is_symmetric=False)
+    quantizer.process()
+    onnx.save_model(quantizer.model.model, str(folder / "onnx" / "model_q4.onnx"))
+    for dtype, op, tolerance in (("q4", "MatMulNBits", 1e-5), ("q8", "MatMulInteger", 0.1)):
+        full = make_reranker(folder, dtype=dtype, score_graph=False, prefix_reuse=False)
+        fast = make_reranker(folder, dtype=dtype, prefix_reuse=False)
+        graph = onnx.load(str(fast.engine.path), load_external_data=False).graph
+        lm = [n for n in graph.node if n.op_type == op and any(i.startswith("score.lm_head") for i in n.input)]
+        assert len(lm) == 1, f"{dtype}: lm_head was not sliced in its own format"
+        # q4: exactly the full graph's numbers. q8: dynamic int8 quantises the lm_head input with
+        # one scale per tensor, which the full graph takes over all positions and the score graph
+        # over the last ones, so the two differ by quantisation noise only.
+        np.testing.assert_allclose(
+            fast.score(QUERY, DOCS, raw=True), full.score(QUERY, DOCS, raw=True), rtol=0, atol=tolerance
+        )
+
+
+text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=text, docs=st.lists(text, min_size=2, max_size=4), instruction=st.none() | text)
+def test_prefix_split_never_changes_token_ids(reranker, official, query, docs, instruction):
+    request = reranker.prepare(query, docs, instruction=instruction)
+    whole = official.token_ids(query, docs, instruction)  # the reference tokenizer on whole prompts
+    n = request.shared_prefix
+    tokenizer = reranker.tokenizer
+    shared = tokenizer.prefix_ids + tokenizer.tokenizer.encode(content_head(query, instruction), add_special_tokens=False).ids
+    assert n == len(shared)
+    for seq, reuses, ref in zip(request.sequences, request.reuses_prefix, whole):
+        assert list(seq) == ref
+        # Reused exactly when the whole prompt starts with the separately tokenized prefix.
+        assert reuses == (ref[:n] == shared and len(ref) > n)
+        if reuses:
+            assert shared + list(seq[n:]) == ref
+
+
+def test_content_head_is_the_shared_part():
+    assert format_content("q", "doc", "inst") == content_head("q", "inst") + " doc"
+    assert format_content("q", "doc") == content_head("q") + " doc"
