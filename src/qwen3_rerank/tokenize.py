@@ -116,6 +116,19 @@ class PromptTokenizer:
         n = len(shared)
         return n, [len(seq) > n and list(seq[:n]) == shared for seq in sequences]
 
+    def cut_text_start(self, text: str, max_tokens: int) -> str:
+        """``text`` with its start cut so that it holds about ``max_tokens`` tokens (keeps its end).
+
+        The mirror of :meth:`cut_text`, for APIs that truncate on the left (TEI's
+        ``truncation_direction="left"``); the cut is made at the start of the first token kept.
+        """
+        if max_tokens < 1:
+            raise InputError(f"max tokens per document must be at least 1, got {max_tokens}")
+        encoding = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(encoding.ids) <= max_tokens:
+            return text
+        return text[encoding.offsets[len(encoding.ids) - max_tokens][0] :]
+
     def count_content_tokens(self, contents: Sequence[str]) -> list[int]:
         """Untruncated content lengths, with the tokens the post-processor adds."""
         encodings = self.tokenizer.encode_batch(list(contents), add_special_tokens=False)

@@ -1,0 +1,199 @@
+"""``qwen3-rerank serve``: load the model, then run the HTTP server with uvicorn.
+
+Every setting is a flag and an environment variable (``QWEN3_RERANK_<NAME>``); a flag wins.
+SIGTERM (or Ctrl-C) stops accepting connections, lets the requests in flight finish and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+from pathlib import Path
+
+from .settings import ServerSettings, env, split_list
+
+SERVER_EXTRA_HINT = "the server needs the 'server' extra: pip install 'qwen3-rerank[server]'"
+
+# (flag, env name, type, default, help); the default applies when neither flag nor env is set.
+_OPTIONS = [
+    ("--model", "MODEL", str, None, "local folder or Hub repo id (default: onnx-community/Qwen3-Reranker-0.6B-ONNX)"),
+    ("--dtype", "DTYPE", str, "q8", "model variant: fp32, fp16, q8, q4, ... (default: q8)"),
+    ("--device", "DEVICE", str, "cpu", "cpu, cuda or cuda:N (default: cpu)"),
+    ("--threads", "THREADS", "pos_int", None, "intra-op threads (default: one per core)"),
+    ("--max-length", "MAX_LENGTH", "pos_int", 8192, "most tokens per prompt (default: 8192)"),
+    ("--batch-size", "BATCH_SIZE", "pos_int", 32, "most documents per model run (default: 32)"),
+    ("--max-batch-tokens", "MAX_BATCH_TOKENS", "pos_int", 4096,
+     "token budget of one batch, gathered across requests (default: 4096)"),
+    ("--max-batch-wait-ms", "MAX_BATCH_WAIT_MS", "nonneg_float", 5.0,
+     "how long the batcher waits for more requests once it has one (default: 5)"),
+    ("--host", "HOST", str, "127.0.0.1", "address to bind (default: 127.0.0.1, this machine only)"),
+    ("--port", "PORT", "port", 8000, "port to listen on (default: 8000)"),
+    ("--served-model-name", "SERVED_MODEL_NAME", str, None, "model name the API reports (default: from --model)"),
+    ("--max-documents", "MAX_DOCUMENTS", "pos_int", 1000, "most documents per request (default: 1000)"),
+    ("--max-body-bytes", "MAX_BODY_BYTES", "pos_int", 8 * 1024 * 1024,
+     "largest request body, larger: 413 (default: 8388608)"),
+    ("--max-queued-requests", "MAX_QUEUED_REQUESTS", "pos_int", 256,
+     "most requests in progress at once, more: 429 with Retry-After (default: 256)"),
+    ("--request-timeout", "REQUEST_TIMEOUT", "pos_float", 60.0, "seconds per request, longer: 504 (default: 60)"),
+    ("--max-tokens-per-doc", "MAX_TOKENS_PER_DOC", "pos_int", 4096,
+     "tokens a document keeps; longer ones are cut, or refused with 422 when the client turns truncation off "
+     "(default: 4096)"),
+    ("--log-level", "LOG_LEVEL", str, "info", "debug, info, warning or error (default: info)"),
+]
+
+
+def _convert(kind, text: str, what: str):
+    from ..cli import UsageError
+
+    if kind is str:
+        return text
+    try:
+        value = float(text) if kind.endswith("float") else int(text)
+    except ValueError:
+        raise UsageError(f"{what}: expected a number, got {text!r}") from None
+    if kind == "pos_int" and value < 1:
+        raise UsageError(f"{what}: expected a positive integer, got {text!r}")
+    if kind == "port" and not 0 <= value <= 65535:
+        raise UsageError(f"{what}: expected a port number 0-65535, got {text!r}")
+    if kind == "pos_float" and not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"{what}: expected a positive number, got {text!r}")
+    if kind == "nonneg_float" and not (value >= 0 and math.isfinite(value)):
+        raise UsageError(f"{what}: expected a number >= 0, got {text!r}")
+    return value
+
+
+def register(commands) -> None:
+    """Add the ``serve`` command to the CLI's subparsers."""
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP rerank server (Cohere, Jina and TEI APIs)",
+        description="Run the rerank server. Every option can also be set with the environment variable "
+        "QWEN3_RERANK_<OPTION> (e.g. QWEN3_RERANK_MAX_DOCUMENTS); a flag wins over its variable.",
+    )
+    for flag, name, _kind, _default, text in _OPTIONS:
+        serve.add_argument(flag, default=None, metavar=name, help=f"{text} [env QWEN3_RERANK_{name}]")
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' on the API (repeat for several keys) "
+        "[env QWEN3_RERANK_API_KEY, comma-separated; prefer it: flags show in the process list]",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="allow browser calls from this origin (repeat; '*' for any); default: CORS off "
+        "[env QWEN3_RERANK_CORS_ORIGINS, comma-separated]",
+    )
+    serve.set_defaults(handler=_cmd_serve)
+
+
+def resolve(args: argparse.Namespace, environ: dict | None = None) -> tuple[ServerSettings, dict]:
+    """(server settings, model options) from flags, then environment variables, then defaults."""
+    from ..cli import UsageError
+    from ..files import DEFAULT_MODEL, DTYPES
+
+    values = {}
+    for flag, name, kind, default, _text in _OPTIONS:
+        dest = flag[2:].replace("-", "_")
+        given = getattr(args, dest, None)
+        if given is None:
+            given = env(name, environ)
+            what = f"QWEN3_RERANK_{name}"
+        else:
+            what = flag
+        values[dest] = default if given is None else _convert(kind, given, what)
+    api_keys = tuple(args.api_key) if args.api_key else split_list(env("API_KEY", environ))
+    if any(not key.strip() for key in api_keys):
+        raise UsageError("--api-key: an API key must not be empty")
+    cors = tuple(args.cors_origin) if args.cors_origin else split_list(env("CORS_ORIGINS", environ))
+    model = values["model"] or DEFAULT_MODEL
+    if values["dtype"] not in DTYPES:
+        raise UsageError(f"unknown dtype {values['dtype']!r}; choose one of: {', '.join(DTYPES)}")
+    if values["log_level"].lower() not in ("debug", "info", "warning", "error", "critical"):
+        raise UsageError(f"unknown log level {values['log_level']!r}")
+    name = values["served_model_name"] or (Path(model).name if Path(model).exists() else model)
+    step_delay_ms = env("TEST_STEP_DELAY_MS", environ)
+    settings = ServerSettings(
+        model_name=name,
+        host=values["host"],
+        port=values["port"],
+        api_keys=api_keys,
+        cors_origins=cors,
+        max_documents=values["max_documents"],
+        max_body_bytes=values["max_body_bytes"],
+        max_queued_requests=values["max_queued_requests"],
+        request_timeout=values["request_timeout"],
+        max_tokens_per_doc=values["max_tokens_per_doc"],
+        max_batch_tokens=values["max_batch_tokens"],
+        max_batch_wait=values["max_batch_wait_ms"] / 1000.0,
+        log_level=values["log_level"].lower(),
+        step_delay=float(step_delay_ms) / 1000.0 if step_delay_ms else 0.0,
+    )
+    model_options = {
+        "model": model,
+        "dtype": values["dtype"],
+        "device": values["device"],
+        "threads": values["threads"],
+        "max_length": values["max_length"],
+        "batch_size": values["batch_size"],
+        "max_batch_tokens": values["max_batch_tokens"],
+    }
+    return settings, model_options
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ..cli import UsageError
+
+    settings, model_options = resolve(args)
+    try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise UsageError(SERVER_EXTRA_HINT) from None
+
+    from ..reranker import Reranker
+    from . import logs
+    from .app import create_app
+
+    logs.configure(settings.log_level)
+    log = logging.getLogger("qwen3_rerank.server")
+    log.info("loading %s (%s) on %s", model_options["model"], model_options["dtype"], model_options["device"])
+    reranker = Reranker.from_pretrained(model_options.pop("model"), **model_options)
+    log.info("settings: %s", settings.public())
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
+        log.warning("listening on %s without an API key: anyone who can reach it can use it", settings.host)
+
+    app = create_app(settings, reranker)
+    state = app.state.server
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):  # SIGTERM / SIGINT: /ready says no while draining
+            state.draining = True
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(math.ceil(settings.request_timeout)) + 5,
+    )
+    server = Server(config)
+    # uvicorn re-raises the stop signal once it has shut down; with this no-op handler in place
+    # that ends the process normally (exit 0) instead of killing it with the signal.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0 if server.started else 1

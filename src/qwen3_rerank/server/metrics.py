@@ -1,0 +1,57 @@
+"""Prometheus metrics of one server (own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "qwen3_rerank_requests", "HTTP requests answered, by endpoint and status", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "qwen3_rerank_request_duration_seconds",
+            "Time from arrival to answer, by endpoint",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "qwen3_rerank_queue_depth", "Rerank requests admitted and not answered yet", registry=r
+        )
+        self.queue_wait = Histogram(
+            "qwen3_rerank_queue_wait_seconds", "Time a request waited for the model", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.batches = Counter(
+            "qwen3_rerank_model_calls", "Calls into the model (Reranker.score_requests), one per batcher step", registry=r
+        )
+        self.batch_requests = Histogram(
+            "qwen3_rerank_batch_requests", "Requests merged into one model call", buckets=_COUNT_BUCKETS, registry=r
+        )
+        self.batch_documents = Histogram(
+            "qwen3_rerank_batch_documents", "Documents scored in one model call", buckets=_COUNT_BUCKETS, registry=r
+        )
+        self.batch_tokens = Histogram(
+            "qwen3_rerank_batch_tokens", "Tokens scored in one model call", buckets=_TOKEN_BUCKETS, registry=r
+        )
+        self.batch_seconds = Histogram(
+            "qwen3_rerank_model_call_duration_seconds", "Time of one model call", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.documents = Counter("qwen3_rerank_documents", "Documents scored", registry=r)
+        self.tokens = Counter("qwen3_rerank_tokens", "Tokens scored, prompt template included", registry=r)
+
+    def observe_batch(self, *, requests: int, documents: int, tokens: int, seconds: float) -> None:
+        self.batches.inc()
+        self.batch_requests.observe(requests)
+        self.batch_documents.observe(documents)
+        self.batch_tokens.observe(tokens)
+        self.batch_seconds.observe(seconds)
+        self.documents.inc(documents)
+        self.tokens.inc(tokens)

@@ -1,0 +1,70 @@
+"""Server settings: every limit is a command-line flag and an environment variable.
+
+A flag wins over its environment variable, which wins over the default. Environment variables
+are named ``QWEN3_RERANK_<FLAG>`` (``--max-documents`` → ``QWEN3_RERANK_MAX_DOCUMENTS``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+ENV_PREFIX = "QWEN3_RERANK_"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What the HTTP layer and the batcher need to know (the model is loaded separately)."""
+
+    #: name the API reports as ``model`` (default: the model folder's name or the Hub id)
+    model_name: str = "qwen3-reranker"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: bearer tokens that may call the API; empty: no authentication
+    api_keys: tuple[str, ...] = ()
+    #: origins allowed by CORS; empty: no CORS headers at all
+    cors_origins: tuple[str, ...] = ()
+    max_documents: int = 1000
+    max_body_bytes: int = 8 * 1024 * 1024
+    #: requests admitted and not answered yet (waiting for or in the model); more get 429
+    max_queued_requests: int = 256
+    #: seconds from arrival to answer; later: 504
+    request_timeout: float = 60.0
+    #: tokens a document may keep before it is cut (or refused with 422 when truncation is off)
+    max_tokens_per_doc: int = 4096
+    #: tokens the micro-batcher gathers from concurrent requests for one step of the model
+    max_batch_tokens: int = 4096
+    #: how long the micro-batcher waits for more requests once it has one, in seconds
+    max_batch_wait: float = 0.005
+    log_level: str = "info"
+    #: test hook: seconds the worker sleeps before each step (env QWEN3_RERANK_TEST_STEP_DELAY_MS)
+    step_delay: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_documents", "max_body_bytes", "max_queued_requests", "max_tokens_per_doc", "max_batch_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.request_timeout <= 0:
+            raise ValueError("request_timeout must be positive")
+        if self.max_batch_wait < 0:
+            raise ValueError("max_batch_wait must not be negative")
+
+    def public(self) -> dict:
+        """The settings without secrets (for the start-up log line)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "api_keys"}
+        data["api_keys"] = len(self.api_keys)
+        return data
+
+
+def env(name: str, environ: dict | None = None) -> str | None:
+    """The value of ``QWEN3_RERANK_<NAME>``, or None when unset or empty."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(ENV_PREFIX + name)
+    return value if value not in (None, "") else None
+
+
+def split_list(text: str | None) -> tuple[str, ...]:
+    """``a, b,c`` → ``("a", "b", "c")``; None or blank → ``()``."""
+    if not text:
+        return ()
+    return tuple(part.strip() for part in text.split(",") if part.strip())
