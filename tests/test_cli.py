@@ -52,6 +52,20 @@ def test_rerank_table_and_top_k(tiny_model_dir, reranker):
         assert int(index) == result.index and abs(float(score) - result.score) < 1e-4
 
 
+def test_chunking_option(tiny_model_dir, reranker):
+    long_doc = "alpha beta gamma delta epsilon " * 60
+    proc = run_cli("rerank", *model_args(tiny_model_dir), "-q", QUERY, "--json", "--chunking", "max",
+                   "--chunk-tokens", "40", "--chunk-overlap", "5", long_doc, DOCS[1])
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    expected = reranker.rerank(QUERY, [long_doc, DOCS[1]], chunking="max", chunk_tokens=40, chunk_overlap=5)
+    assert [r["index"] for r in results] == [r.index for r in expected]
+    assert [r.get("best_chunk") for r in results] == [r.best_chunk.to_dict() for r in expected]
+    bad = run_cli("rerank", *model_args(tiny_model_dir), "-q", QUERY, "--chunking", "max", "--chunk-tokens", "10",
+                  "--chunk-overlap", "10", "doc")
+    assert bad.returncode == 2 and "chunk_overlap" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_docs_from_text_jsonl_and_stdin(tmp_path, tiny_model_dir, reranker):
     text_file = tmp_path / "docs.txt"
     text_file.write_text("\n".join(d.replace("\n", " ") for d in DOCS) + "\n\n", encoding="utf-8")

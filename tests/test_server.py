@@ -185,6 +185,22 @@ def test_cohere_options(client, reranker):
     assert body["usage"]["total_tokens"] == request.num_tokens
 
 
+def test_chunking_extension(client, reranker):
+    long_doc = "cats eat fish and meat, and dogs eat almost anything they find. " * 30
+    docs = [long_doc, DOCS[0]]
+    options = {"chunking": "max", "chunk_tokens": 64, "chunk_overlap": 8}
+    expected = reranker.rerank(QUERY, docs, **options)
+    body = client.post("/v2/rerank", json={"query": QUERY, "documents": docs, **options}).json()
+    assert [r["index"] for r in body["results"]] == [r.index for r in expected]
+    assert [r["relevance_score"] for r in body["results"]] == _approx([r.score for r in expected])
+    chunks = {r["index"]: r["best_chunk"] for r in body["results"]}
+    assert chunks == {r.index: r.best_chunk.to_dict() for r in expected}
+    assert chunks[0]["token_end"] - chunks[0]["token_start"] <= 64
+    bad = client.post("/v2/rerank", json={"query": QUERY, "documents": docs, "chunking": "max", "chunk_tokens": 8,
+                                          "chunk_overlap": 8})
+    assert bad.status_code == 422 and bad.json()["error"]["type"] == "invalid_request"
+
+
 def test_tei_shape_with_plain_httpx(server, reranker):
     with httpx.Client(timeout=60) as plain:
         response = plain.post(server.url + "/rerank", json={"query": QUERY, "texts": DOCS, "return_text": True},
@@ -401,14 +417,16 @@ def test_queue_limit_429_and_timeout_504(tiny_model_dir, tmp_path):
 def test_sigterm_finishes_requests_in_flight(tiny_model_dir, tmp_path, reranker):
     proc = ServerProcess(
         tiny_model_dir, tmp_path / "sigterm.log", "--max-batch-tokens", "128", "--max-batch-wait-ms", "0",
-        env={"QWEN3_RERANK_TEST_STEP_DELAY_MS": "300"},
+        # Each model step waits 1.5 s, so all six requests are admitted (and in flight) long
+        # before the first can finish, even on a loaded machine.
+        env={"QWEN3_RERANK_TEST_STEP_DELAY_MS": "1500"},
     )
     n = 6
     try:
         bodies = [{"query": QUERY, "texts": [DOCS[i % len(DOCS)]]} for i in range(n)]
         with concurrent.futures.ThreadPoolExecutor(n) as pool:
             futures = [pool.submit(httpx.post, proc.url + "/rerank", json=b, timeout=60) for b in bodies]
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 30
             while proc.metric("qwen3_rerank_queue_depth") < n:
                 assert time.monotonic() < deadline, "requests were never all admitted"
                 time.sleep(0.02)

@@ -65,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="file of documents: .jsonl with a \"text\" field per line, otherwise one per line; '-' for stdin",
     )
+    rerank.add_argument(
+        "--chunking",
+        choices=("max", "mean", "first"),
+        default=None,
+        help="split long documents into overlapping token windows and combine their scores",
+    )
+    rerank.add_argument("--chunk-tokens", type=_positive_int, default=512, help="window length in tokens (default: 512)")
+    rerank.add_argument(
+        "--chunk-overlap", type=int, default=64, help="tokens shared by consecutive windows (default: 64)"
+    )
     rerank.add_argument("--json", action="store_true", help="print a JSON array of {index, score, document}")
     progress = rerank.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar")
@@ -138,7 +148,15 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
         max_batch_tokens=args.max_batch_tokens,
         show_progress=show_progress,
     )
-    results = reranker.rerank(args.query, documents, top_k=args.top_k, instruction=args.instruction)
+    results = reranker.rerank(
+        args.query,
+        documents,
+        top_k=args.top_k,
+        instruction=args.instruction,
+        chunking=args.chunking,
+        chunk_tokens=args.chunk_tokens,
+        chunk_overlap=args.chunk_overlap,
+    )
     if args.json:
         json.dump([r.to_dict() for r in results], sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")

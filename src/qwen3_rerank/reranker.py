@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .batching import pad_left, plan_batches
+from .chunking import Chunk, aggregate, check_chunking, split_windows
 from .engine import OnnxEngine
 from .errors import InputError
 from .files import DEFAULT_MODEL, ModelFiles, resolve_model
@@ -28,12 +29,24 @@ class RerankResult:
     index: int
     score: float
     document: str | None = None
+    #: With chunking: the window of the document that scored best.
+    best_chunk: Chunk | None = None
 
     def to_dict(self) -> dict:
         data = {"index": self.index, "score": self.score}
         if self.document is not None:
             data["document"] = self.document
+        if self.best_chunk is not None:
+            data["best_chunk"] = self.best_chunk.to_dict()
         return data
+
+
+@dataclass(frozen=True)
+class ScoredDocument:
+    """A document's score and, with chunking, its best window."""
+
+    score: float
+    best_chunk: Chunk | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,15 @@ class ScoringRequest:
     #: ``reuses_prefix`` share, so that it can run once for them all; 0 when there is none.
     shared_prefix: int = 0
     reuses_prefix: tuple[bool, ...] = ()
+    #: With chunking: the windows behind the sequences, in order, and how a document's windows
+    #: make its score. ``documents`` counts documents (``len()`` counts sequences).
+    chunks: tuple[Chunk, ...] | None = None
+    window_counts: tuple[int, ...] | None = None
+    aggregation: str = "max"
+
+    @property
+    def documents(self) -> int:
+        return len(self.window_counts) if self.window_counts is not None else len(self.sequences)
 
     @property
     def num_tokens(self) -> int:
@@ -165,14 +187,29 @@ class Reranker:
         instruction: str | None = None,
         raw: bool = False,
         truncate: bool = True,
+        chunking: str | None = None,
+        chunk_tokens: int = 512,
+        chunk_overlap: int = 64,
     ) -> list[float]:
         """Relevance of each document to ``query``, in input order.
 
         Scores are probabilities in [0, 1]; ``raw=True`` gives the logit gap ``yes - no`` instead
         (the same order, unbounded). ``truncate=False`` raises :class:`InputError` for a document
         that does not fit ``max_length`` instead of cutting its end.
+
+        ``chunking`` (``"max"``, ``"mean"`` or ``"first"``) splits each document longer than
+        ``chunk_tokens`` tokens into windows that overlap by ``chunk_overlap`` tokens, scores every
+        window and combines their scores; :meth:`rerank` also reports the best window.
         """
-        request = self.prepare(query, documents, instruction=instruction, truncate=truncate)
+        request = self.prepare(
+            query,
+            documents,
+            instruction=instruction,
+            truncate=truncate,
+            chunking=chunking,
+            chunk_tokens=chunk_tokens,
+            chunk_overlap=chunk_overlap,
+        )
         return self.score_requests([request], raw=raw)[0]
 
     def score_pairs(
@@ -216,21 +253,42 @@ class Reranker:
         instruction: str | None = None,
         truncate: bool = True,
         max_doc_tokens: int | None = None,
+        chunking: str | None = None,
+        chunk_tokens: int = 512,
+        chunk_overlap: int = 64,
     ) -> ScoringRequest:
         """Check and tokenize one query's documents for :meth:`score_requests`.
 
         ``max_doc_tokens`` first cuts each document on its own to about that many tokens (the
-        rerank APIs' "max tokens per document"); ``truncate`` then works as in :meth:`score`.
+        rerank APIs' "max tokens per document"); ``truncate`` and ``chunking`` then work as in
+        :meth:`score`.
         """
         _check_text(query, "query")
         documents = _check_documents(documents)
-        return self._prepare(
-            [(query, d) for d in documents],
-            instruction=instruction,
-            truncate=truncate,
-            max_doc_tokens=max_doc_tokens,
-            query=query,
+        if chunking is None:
+            return self._prepare(
+                [(query, d) for d in documents],
+                instruction=instruction,
+                truncate=truncate,
+                max_doc_tokens=max_doc_tokens,
+                query=query,
+            )
+        check_chunking(chunking, chunk_tokens, chunk_overlap)
+        if max_doc_tokens is not None:
+            documents = [self.tokenizer.cut_text(d, max_doc_tokens) for d in documents]
+        windows: list[Chunk] = []
+        texts: list[str] = []
+        counts: list[int] = []
+        for doc in documents:
+            encoding = self.tokenizer.tokenizer.encode(doc, add_special_tokens=False)
+            doc_windows = split_windows(encoding.offsets, len(doc), chunk_tokens, chunk_overlap)
+            windows.extend(doc_windows)
+            texts.extend(doc[w.char_start : w.char_end] for w in doc_windows)
+            counts.append(len(doc_windows))
+        request = self._prepare(
+            [(query, t) for t in texts], instruction=instruction, truncate=truncate, max_doc_tokens=None, query=query
         )
+        return replace(request, chunks=tuple(windows), window_counts=tuple(counts), aggregation=chunking)
 
     def _prepare(self, pairs, *, instruction, truncate, max_doc_tokens, query=None) -> ScoringRequest:
         if instruction is not None:
@@ -257,23 +315,65 @@ class Reranker:
         instruction: str | None = None,
         return_documents: bool = True,
         truncate: bool = True,
+        chunking: str | None = None,
+        chunk_tokens: int = 512,
+        chunk_overlap: int = 64,
     ) -> list[RerankResult]:
-        """Documents ordered best first (ties keep input order), at most ``top_k`` of them."""
+        """Documents ordered best first (ties keep input order), at most ``top_k`` of them.
+
+        With ``chunking`` (see :meth:`score`) each result also names its best window.
+        """
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise InputError(f"top_k must be a positive integer, got {top_k!r}")
         documents = _check_documents(documents)
-        scores = self.score(query, documents, instruction=instruction, truncate=truncate)
-        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        request = self.prepare(
+            query,
+            documents,
+            instruction=instruction,
+            truncate=truncate,
+            chunking=chunking,
+            chunk_tokens=chunk_tokens,
+            chunk_overlap=chunk_overlap,
+        )
+        scored = self.score_requests_detailed([request])[0]
+        order = sorted(range(len(scored)), key=lambda i: (-scored[i].score, i))
         if top_k is not None:
             order = order[:top_k]
-        return [RerankResult(i, scores[i], documents[i] if return_documents else None) for i in order]
+        return [
+            RerankResult(i, scored[i].score, documents[i] if return_documents else None, scored[i].best_chunk)
+            for i in order
+        ]
 
     def score_requests(self, requests: Sequence[ScoringRequest], *, raw: bool = False) -> list[list[float]]:
         """Scores of several prepared requests, batched together; one list per request.
 
         Requests with a shared prefix (and a model that returns its KV cache) run that prefix once;
-        all other sequences are batched together across requests.
+        all other sequences are batched together across requests. A chunked request gets one
+        score per document (see :meth:`score_requests_detailed` for the best windows).
         """
+        return [[d.score for d in docs] for docs in self.score_requests_detailed(requests, raw=raw)]
+
+    def score_requests_detailed(
+        self, requests: Sequence[ScoringRequest], *, raw: bool = False
+    ) -> list[list[ScoredDocument]]:
+        """Like :meth:`score_requests`, with each chunked document's best window."""
+        values = self._sequence_scores(requests, raw=raw)
+        out = []
+        for request, seq_values in zip(requests, values):
+            if request.window_counts is None:
+                out.append([ScoredDocument(float(v)) for v in seq_values])
+                continue
+            docs, start = [], 0
+            for count in request.window_counts:
+                window_values = seq_values[start : start + count]
+                best = start + int(np.argmax(window_values))
+                docs.append(ScoredDocument(aggregate(window_values, request.aggregation), request.chunks[best]))
+                start += count
+            out.append(docs)
+        return out
+
+    def _sequence_scores(self, requests: Sequence[ScoringRequest], *, raw: bool) -> list[np.ndarray]:
+        """One score per token sequence of each request, in order."""
         total = sum(len(r) for r in requests)
         gaps = np.empty(total, dtype=np.float64)
         plain: list[int] = []
@@ -298,7 +398,7 @@ class Reranker:
             if progress is not None:
                 progress.close()
         values = gaps if raw else sigmoid(gaps)
-        return [[float(v) for v in values[o : o + len(r)]] for r, o in zip(requests, offsets)]
+        return [values[o : o + len(r)] for r, o in zip(requests, offsets)]
 
     def _progress(self, total: int):
         if not self.show_progress or total < 2:

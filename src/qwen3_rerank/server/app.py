@@ -101,8 +101,9 @@ class State:
         truncate: bool,
         max_doc_tokens: int,
         cut_start: bool = False,
+        chunking: dict | None = None,
     ):
-        """(prepared request, scores) of one request, through the batcher, within the timeout."""
+        """(prepared request, scored documents) of one request, through the batcher, within the timeout."""
         if not self.ready or self.draining:
             raise ApiError(503, "unavailable", "the model is not ready", {"Retry-After": "1"})
         if len(texts) > self.settings.max_documents:
@@ -117,7 +118,7 @@ class State:
             raise ApiError(429, "overloaded", str(exc), {"Retry-After": "1"}) from None
         try:
             return await asyncio.wait_for(
-                self._score(query, texts, instruction, raw, truncate, max_doc_tokens, cut_start),
+                self._score(query, texts, instruction, raw, truncate, max_doc_tokens, cut_start, chunking),
                 self.settings.request_timeout,
             )
         except asyncio.TimeoutError:
@@ -131,11 +132,11 @@ class State:
         except RerankError as exc:
             raise ApiError(500, "internal_error", str(exc)) from None
 
-    async def _score(self, query, texts, instruction, raw, truncate, max_doc_tokens, cut_start):
+    async def _score(self, query, texts, instruction, raw, truncate, max_doc_tokens, cut_start, chunking):
         handed = False
         try:
             prepared = await asyncio.to_thread(
-                self._prepare, query, texts, instruction, truncate, max_doc_tokens, cut_start
+                self._prepare, query, texts, instruction, truncate, max_doc_tokens, cut_start, chunking
             )
             handed = True  # from here the batcher owns the admission
             scores = await self.batcher.score(prepared, raw=raw)
@@ -144,8 +145,10 @@ class State:
             if not handed:
                 self.batcher.release()
 
-    def _prepare(self, query, texts, instruction, truncate, max_doc_tokens, cut_start):
+    def _prepare(self, query, texts, instruction, truncate, max_doc_tokens, cut_start, chunking=None):
         tokenizer = self.reranker.tokenizer
+        if chunking:  # windows instead of cutting: every token of every document is read
+            return self.reranker.prepare(query, texts, instruction=instruction, truncate=truncate, **chunking)
         if not truncate:
             for i, text in enumerate(texts):
                 if tokenizer.cut_text(text, max_doc_tokens) != text:
@@ -252,14 +255,26 @@ def create_app(settings: ServerSettings, reranker: Reranker) -> FastAPI:
         limit = settings.max_tokens_per_doc
         if body.max_tokens_per_doc is not None:
             limit = min(limit, body.max_tokens_per_doc)
-        prepared, scores = await state.score(
-            body.query, texts, instruction=body.instruction, raw=False, truncate=True, max_doc_tokens=limit
+        chunking = None
+        if body.chunking is not None:
+            chunking = {"chunking": body.chunking, "chunk_tokens": body.chunk_tokens, "chunk_overlap": body.chunk_overlap}
+        prepared, scored = await state.score(
+            body.query,
+            texts,
+            instruction=body.instruction,
+            raw=False,
+            truncate=True,
+            max_doc_tokens=limit,
+            chunking=chunking,
         )
+        scores = [d.score for d in scored]
         results = []
         for i in _ranked(scores, body.top_n):
             item = {"index": i, "relevance_score": scores[i]}
             if body.return_documents:
                 item["document"] = {"text": texts[i]}
+            if scored[i].best_chunk is not None:
+                item["best_chunk"] = scored[i].best_chunk.to_dict()
             results.append(item)
         tokens = prepared.num_tokens
         warnings = []
@@ -313,7 +328,7 @@ def create_app(settings: ServerSettings, reranker: Reranker) -> FastAPI:
     )
     async def rerank_tei(body: TeiRerankRequest):
         truncate = True if body.truncate is None else body.truncate
-        _, scores = await state.score(
+        _, scored = await state.score(
             body.query,
             list(body.texts),
             instruction=body.instruction,
@@ -322,6 +337,7 @@ def create_app(settings: ServerSettings, reranker: Reranker) -> FastAPI:
             max_doc_tokens=settings.max_tokens_per_doc,
             cut_start=body.truncation_direction.lower() == "left",
         )
+        scores = [d.score for d in scored]
         out = []
         for i in _ranked(scores, None):
             item = {"index": i, "score": scores[i]}

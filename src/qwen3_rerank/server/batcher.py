@@ -188,7 +188,7 @@ class Batcher:
             try:
                 scores = await loop.run_in_executor(
                     self._worker,
-                    functools.partial(self.reranker.score_requests, [job.request for job in group], raw=raw),
+                    functools.partial(self.reranker.score_requests_detailed, [job.request for job in group], raw=raw),
                 )
                 error = None
             except RerankError as exc:

@@ -71,6 +71,13 @@ class RerankRequest(_Strict):
     instruction: Text | None = Field(
         None, description="extension: task instruction for the prompt (default: the model card's web-search one)"
     )
+    chunking: Literal["max", "mean", "first"] | None = Field(
+        None,
+        description="extension: split documents longer than chunk_tokens into overlapping windows, score each, "
+        "and combine their scores (max, mean or first); each result then names its best window",
+    )
+    chunk_tokens: int = Field(512, ge=1, le=MAX_INT, description="extension: window length in tokens")
+    chunk_overlap: int = Field(64, ge=0, le=MAX_INT, description="extension: tokens shared by consecutive windows")
     # Accepted for client compatibility; they change nothing.
     priority: int | None = Field(None, ge=0, le=MAX_INT, description="Cohere's priority: accepted, ignored")
     relevant_spans: RelevantSpans | None = Field(None, description="Cohere's relevant spans: only mode=disabled")
@@ -91,10 +98,19 @@ class ResultDocument(BaseModel):
     text: str
 
 
+class BestChunk(BaseModel):
+    index: int
+    token_start: int
+    token_end: int
+    char_start: int
+    char_end: int
+
+
 class RerankResult(BaseModel):
     index: int
     relevance_score: float
     document: ResultDocument | None = None
+    best_chunk: BestChunk | None = Field(None, description="extension: with chunking, the best window")
 
 
 class Usage(BaseModel):

@@ -1,0 +1,70 @@
+"""Long documents: overlapping token windows, scored one by one, and one score per document.
+
+A document longer than the window is split on token boundaries of its own tokenization; each
+window is scored like a document of its own (with the same query, so windows share the query's
+prefix pass), and the document's score is the ``max`` (default), ``mean`` or ``first`` of its
+windows' scores. The window that scored best is reported with its token and character offsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+AGGREGATIONS = ("max", "mean", "first")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One window of a document: its number and where it lies in tokens and characters."""
+
+    index: int
+    token_start: int
+    token_end: int
+    char_start: int
+    char_end: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_chunking(aggregation: str, window_tokens: int, overlap: int) -> None:
+    if aggregation not in AGGREGATIONS:
+        raise InputError(f"unknown chunking {aggregation!r}; choose one of: {', '.join(AGGREGATIONS)}")
+    if not isinstance(window_tokens, int) or window_tokens < 1:
+        raise InputError(f"chunk_tokens must be a positive integer, got {window_tokens!r}")
+    if not isinstance(overlap, int) or not 0 <= overlap < window_tokens:
+        raise InputError(f"chunk_overlap must be at least 0 and less than chunk_tokens, got {overlap!r}")
+
+
+def split_windows(offsets: list[tuple[int, int]], text_length: int, window_tokens: int, overlap: int) -> list[Chunk]:
+    """Windows over a text from its tokens' character ``offsets``.
+
+    Each window but the last ends where the next token starts, so window texts are exact slices of
+    the document; consecutive windows share ``overlap`` tokens.
+    """
+    count = len(offsets)
+    if count <= window_tokens:
+        return [Chunk(0, 0, count, 0, text_length)]
+    stride = window_tokens - overlap
+    chunks = []
+    start = 0
+    while True:
+        end = min(start + window_tokens, count)
+        char_start = offsets[start][0] if start else 0
+        char_end = offsets[end][0] if end < count else text_length
+        chunks.append(Chunk(len(chunks), start, end, char_start, char_end))
+        if end == count:
+            return chunks
+        start += stride
+
+
+def aggregate(values: np.ndarray, how: str) -> float:
+    if how == "max":
+        return float(np.max(values))
+    if how == "mean":
+        return float(np.mean(values))
+    return float(values[0])

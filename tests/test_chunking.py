@@ -1,0 +1,95 @@
+"""Long documents: a relevant sentence buried at the end is found by chunking, missed by truncation."""
+
+from __future__ import annotations
+
+import pytest
+
+from qwen3_rerank import InputError, Reranker
+from qwen3_rerank.chunking import split_windows
+from qwen3_rerank.prompt import format_prompt
+from qwen3_rerank.tokenize import PromptTokenizer
+
+QUERY = "Which mountain is covered in snow?"
+FILLER = "The committee met on Tuesday to discuss the budget for the next year. " * 40
+SENTENCE = "The summit wears a ☃ all winter."
+LONG_DOC = FILLER + SENTENCE
+SHORT_LENGTH = 256
+
+
+@pytest.fixture(scope="module")
+def needle_model(tmp_path_factory, tokenizer_dir):
+    from conftest import write_model_dir
+    from needle import make_needle_checkpoint, pick_needle_id
+
+    tok = PromptTokenizer.from_file(tokenizer_dir / "tokenizer.json")
+    haystack = format_prompt(QUERY, FILLER + "The summit is bare all winter.")
+    needle_id = pick_needle_id(tok.tokenizer, format_prompt(QUERY, LONG_DOC), haystack)
+    base = tmp_path_factory.mktemp("needle")
+    checkpoint = make_needle_checkpoint(base / "ckpt", tokenizer_dir, needle_id, tok.yes_id)
+    return write_model_dir(checkpoint, base / "onnx-model")
+
+
+@pytest.fixture(scope="module")
+def short_context(needle_model):
+    return Reranker.from_pretrained(needle_model, dtype="fp32", max_length=SHORT_LENGTH)
+
+
+def test_the_fixture_model_reads_content(needle_model):
+    rr = Reranker.from_pretrained(needle_model, dtype="fp32")
+    with_needle, without = rr.score(QUERY, [SENTENCE, "The summit is bare all winter."])
+    assert with_needle > 0.999 and abs(without - 0.5) < 1e-6
+
+
+def test_truncation_misses_the_buried_sentence(short_context):
+    request = short_context.prepare(QUERY, [LONG_DOC])
+    assert request.truncated == (True,)
+    (score,) = short_context.score(QUERY, [LONG_DOC])
+    assert abs(score - 0.5) < 1e-6
+
+
+def test_chunking_finds_the_buried_sentence(short_context):
+    distractor = FILLER + "The summit is bare all winter."
+    results = short_context.rerank(QUERY, [distractor, LONG_DOC], chunking="max", chunk_tokens=150, chunk_overlap=20)
+    assert [r.index for r in results] == [1, 0]
+    best, other = results
+    assert best.score > 0.999 and abs(other.score - 0.5) < 1e-6
+    chunk = best.best_chunk
+    assert chunk is not None and chunk.index > 0
+    assert SENTENCE in LONG_DOC[chunk.char_start : chunk.char_end]
+    assert chunk.token_end - chunk.token_start <= 150
+
+
+def test_aggregations(short_context):
+    kwargs = dict(chunk_tokens=150, chunk_overlap=20)
+    (first,) = short_context.score(QUERY, [LONG_DOC], chunking="first", **kwargs)
+    (mean,) = short_context.score(QUERY, [LONG_DOC], chunking="mean", **kwargs)
+    (best,) = short_context.score(QUERY, [LONG_DOC], chunking="max", **kwargs)
+    request = short_context.prepare(QUERY, [LONG_DOC], chunking="mean", **kwargs)
+    windows = request.window_counts[0]
+    assert windows >= 3
+    assert abs(first - 0.5) < 1e-6 and best > 0.999
+    assert abs(mean - (best + (windows - 1) * 0.5) / windows) < 1e-4  # exactly one window has it
+
+
+def test_windows_cover_the_document_with_overlap(short_context):
+    tok = short_context.tokenizer.tokenizer
+    encoding = tok.encode(LONG_DOC, add_special_tokens=False)
+    windows = split_windows(encoding.offsets, len(LONG_DOC), 100, 25)
+    assert windows[0].token_start == 0 and windows[-1].token_end == len(encoding.ids)
+    for a, b in zip(windows, windows[1:]):
+        assert a.token_end - b.token_start == 25
+        assert b.char_start < a.char_end
+    assert "".join(LONG_DOC[w.char_start : w.char_end] for w in windows[:1]) == LONG_DOC[: windows[0].char_end]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(chunking="median"), "unknown chunking"),
+        (dict(chunking="max", chunk_tokens=0), "chunk_tokens"),
+        (dict(chunking="max", chunk_tokens=10, chunk_overlap=10), "chunk_overlap"),
+    ],
+)
+def test_bad_chunking_options(short_context, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        short_context.score(QUERY, [LONG_DOC], **kwargs)
