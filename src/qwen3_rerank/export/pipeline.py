@@ -177,7 +177,7 @@ def export_checkpoint(
             started = time.perf_counter()
             log("verifying against the PyTorch checkpoint")
             report = verify_model(
-                work, reference=checkpoint, report_path=work / REPORT_NAME, source=str(source), model_label=str(out)
+                work, reference=checkpoint, report_path=work / REPORT_NAME, source=_source_label(source), model_label=str(out)
             )
             result.seconds["verify"] = time.perf_counter() - started
             result.report = report
@@ -198,6 +198,12 @@ def export_checkpoint(
         str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()
     }
     return result
+
+
+def _source_label(source) -> str:
+    """A local folder as an absolute path (so ``verify`` finds it later), a Hub id as it is."""
+    path = Path(os.path.expanduser(str(source)))
+    return str(path.resolve()) if path.exists() else str(source)
 
 
 def _move_into_place(work: Path, out: Path) -> None:

@@ -143,8 +143,8 @@ def verify_model(
     if not model_dir.is_dir():
         raise VerifyError(f"model folder not found: {model_dir}")
     report_path = Path(report_path) if report_path else model_dir / "export_report.json"
-    if reference is None:
-        reference = _recorded_source(report_path)
+    if reference is None:  # the checkpoint the export recorded
+        reference = _recorded_source(model_dir / "export_report.json")
     if reference is None:
         raise VerifyError("no reference checkpoint: pass --reference SOURCE (a checkpoint folder or Hub id)")
     from .pipeline import resolve_source
