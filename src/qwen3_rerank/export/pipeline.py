@@ -250,6 +250,8 @@ def _export_into(checkpoint: Path, config: dict, work: Path, wanted: list[str], 
     kv_heads = int(config.get("num_key_value_heads") or num_heads)
     hidden = int(config["hidden_size"])
     if {"fp16", "q8", "q4"} & set(wanted):
+        # One large model in memory at a time: each step reads the previous one's file.
+        optimized_path = scratch / "model_optimized.onnx"
         with _timed(result, "optimize (onnxruntime.transformers)", log):
             from onnxruntime.transformers.optimizer import optimize_model
 
@@ -259,15 +261,17 @@ def _export_into(checkpoint: Path, config: dict, work: Path, wanted: list[str], 
             _fold_weight_transposes(optimized)
             if not any(op.domain == "com.microsoft" for op in optimized.opset_import):
                 optimized.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+            _save(optimized, optimized_path, external=True)
+            del optimized
+            gc.collect()
         if "fp16" in wanted:
             with _timed(result, "convert fp16 (onnxruntime.transformers.float16)", log):
                 from onnxruntime.transformers.float16 import convert_float_to_float16
 
                 # Shape inference through the file: in memory it stops at protobuf's 2 GB limit.
-                optimized_path = scratch / "model_optimized.onnx"
-                _save(optimized, optimized_path, external=True)
-                onnx.shape_inference.infer_shapes_path(str(optimized_path), str(optimized_path))
-                fp16 = onnx.load(str(optimized_path))
+                inferred_path = scratch / "model_inferred.onnx"
+                onnx.shape_inference.infer_shapes_path(str(optimized_path), str(inferred_path))
+                fp16 = onnx.load(str(inferred_path))
                 fp16 = convert_float_to_float16(
                     fp16,
                     max_finite_val=FP16_MAX,
@@ -278,23 +282,23 @@ def _export_into(checkpoint: Path, config: dict, work: Path, wanted: list[str], 
                 _save(fp16, onnx_dir / DTYPE_FILES["fp16"])
                 del fp16
                 gc.collect()
+                inferred_path.unlink()
         if {"q8", "q4"} & set(wanted):
             with _timed(result, "fuse GroupQueryAttention", log):
                 from .gqa import fuse_group_query_attention
 
-                fuse_group_query_attention(optimized, num_heads=num_heads, kv_num_heads=kv_heads)
+                fused = onnx.load(str(optimized_path))
+                fuse_group_query_attention(fused, num_heads=num_heads, kv_num_heads=kv_heads)
                 fused_path = scratch / "model_gqa.onnx"
-                _save(optimized, fused_path, external=True)
-            del optimized
-            gc.collect()
+                _save(fused, fused_path, external=True)
+                del fused
+                gc.collect()
             if "q8" in wanted:
                 with _timed(result, "quantize q8 (quantize_dynamic)", log):
                     _quantize_q8(fused_path, onnx_dir / DTYPE_FILES["q8"], scratch)
             if "q4" in wanted:
                 with _timed(result, "quantize q4 (MatMulNBitsQuantizer)", log):
                     _quantize_q4(fused_path, onnx_dir / DTYPE_FILES["q4"])
-        else:
-            del optimized
     shutil.rmtree(scratch)
 
 
