@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import RerankError
+from .export import commands as export_commands
 from .files import DEFAULT_MODEL, DTYPES
 from .server import commands as server_commands
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     rerank.add_argument("documents", nargs="*", help="documents to rank (or use --docs)")
     rerank.set_defaults(handler=_cmd_rerank)
+    export_commands.register(commands)
     server_commands.register(commands)
     return parser
 

@@ -1,0 +1,239 @@
+"""``verify_model``: score a fixed probe set with every ONNX variant and with the PyTorch checkpoint.
+
+The ONNX side runs through :class:`qwen3_rerank.Reranker` itself, so batches are left-padded the
+way the runtime pads them (the probe documents differ a lot in length on purpose). The PyTorch side
+runs the checkpoint with ``transformers`` on the same token ids, one pair at a time and unpadded,
+so no padding or mask code is shared with what is checked.
+
+Per variant the report has the max and mean |Δ| of the yes−no logit gap, whether every score is
+finite, the Spearman rank correlation per query (mean and minimum) and the share of queries whose
+top-1 document agrees with PyTorch. fp32 must be within ``FP32_TOLERANCE``; the others are
+reported, not judged (their error depends on the weights).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import RerankError
+from ..files import available_dtypes
+
+FP32_TOLERANCE = 1e-4
+
+PROBES: list[tuple[str, list[str]]] = [
+    (
+        "What is the capital of France?",
+        [
+            "Paris is the capital and most populous city of France.",
+            "Berlin is the capital of Germany.",
+            "France is a country in Western Europe with a long history, many regions, several overseas "
+            "territories and a capital on the Seine that has been the seat of government for centuries.",
+            "Lyon.",
+            "The Eiffel Tower was built for the 1889 World's Fair.",
+        ],
+    ),
+    (
+        "how do vaccines work",
+        [
+            "Vaccines train the immune system to recognise a pathogen without causing the disease.",
+            "A vaccine contains an antigen, such as a weakened virus or a piece of its protein, and the "
+            "body responds by making antibodies and memory cells that act quickly on a later infection.",
+            "Stock markets fell sharply on Monday.",
+            "immune",
+        ],
+    ),
+    (
+        "Python list comprehension example",
+        [
+            "squares = [x * x for x in range(10)]",
+            "In Python, a list comprehension builds a list from an iterable in one expression.",
+            "Java streams can map and filter collections.",
+            "def f(x):\n    return [i for i in x if i % 2 == 0]\n",
+        ],
+    ),
+    (
+        "東京の人口は？",
+        [
+            "東京都の人口は約1400万人です。",
+            "大阪は日本第二の都市です。",
+            "Tokyo has a population of about 14 million people.",
+            "🙂",
+        ],
+    ),
+    (
+        "symptoms of dehydration",
+        [
+            "Thirst, dark urine, fatigue, dizziness and confusion are common signs of dehydration.",
+            "Drink water.",
+            "The Sahara is the largest hot desert in the world, covering much of North Africa, where "
+            "rain is rare and temperatures in summer often pass forty degrees Celsius during the day.",
+            "Dehydration occurs when the body loses more fluid than it takes in.",
+        ],
+    ),
+]
+
+
+class VerifyError(RerankError):
+    """The model folder or the reference checkpoint cannot be verified."""
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    def ranks(values):
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        out = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2.0
+            i = j + 1
+        return np.array(out)
+
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return 1.0 if ra.std() == rb.std() else 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def reference_gaps(reference: Path, sequences: list[list[int]], yes_id: int, no_id: int) -> list[float]:
+    """yes−no logit gaps of the PyTorch checkpoint, one unpadded sequence at a time, float64."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(reference), dtype=torch.float32).eval()
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise VerifyError(f"cannot load the reference checkpoint {reference}: {first}") from None
+    gaps = []
+    with torch.no_grad():
+        for ids in sequences:
+            logits = model(input_ids=torch.tensor([ids])).logits[0, -1].double()
+            gaps.append(float(logits[yes_id] - logits[no_id]))
+    del model
+    return gaps
+
+
+def verify_model(
+    model_dir: str | os.PathLike[str],
+    *,
+    reference: str | os.PathLike[str] | None = None,
+    dtypes: list[str] | None = None,
+    report_path: str | os.PathLike[str] | None = None,
+    source: str | None = None,
+    threads: int | None = None,
+    model_label: str | None = None,
+) -> dict:
+    """Check every ONNX variant in ``model_dir`` against the checkpoint ``reference``.
+
+    Writes the report as JSON to ``report_path`` (default ``model_dir/export_report.json``) and
+    returns it; ``report["ok"]`` is false when fp32 is off or any score is not finite.
+    """
+    from ..prompt import format_content
+    from ..reranker import Reranker
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise VerifyError(f"model folder not found: {model_dir}")
+    report_path = Path(report_path) if report_path else model_dir / "export_report.json"
+    if reference is None:  # the checkpoint the export recorded
+        reference = _recorded_source(model_dir / "export_report.json")
+    if reference is None:
+        raise VerifyError("no reference checkpoint: pass --reference SOURCE (a checkpoint folder or Hub id)")
+    from .pipeline import resolve_source
+
+    reference_path = resolve_source(reference)
+    present = available_dtypes(model_dir)
+    dtypes = [d for d in (dtypes or present)]
+    missing = [d for d in dtypes if d not in present]
+    if missing or not dtypes:
+        raise VerifyError(
+            f"{model_dir} has no {', '.join(missing) or 'ONNX'} variant to verify (it has: {', '.join(present) or 'none'})"
+        )
+
+    variants: dict[str, dict] = {}
+    sequences = yes_id = no_id = None
+    onnx_gaps: dict[str, list[float]] = {}
+    for dtype in dtypes:
+        reranker = Reranker.from_pretrained(model_dir, dtype=dtype, threads=threads, batch_size=64,
+                                            max_batch_tokens=1 << 16)
+        if sequences is None:
+            tok = reranker.tokenizer
+            contents = [format_content(q, d) for q, docs in PROBES for d in docs]
+            sequences = tok.encode_contents(contents, reranker.max_length)
+            yes_id, no_id = tok.yes_id, tok.no_id
+        # every probe in one left-padded batch: the heaviest padding the probe set can give
+        onnx_gaps[dtype] = reranker.score_pairs([(q, d) for q, docs in PROBES for d in docs], raw=True)
+        del reranker
+    ref = reference_gaps(reference_path, sequences, yes_id, no_id)
+
+    ok = True
+    problems = []
+    for dtype in dtypes:
+        gaps = onnx_gaps[dtype]
+        finite = all(math.isfinite(g) for g in gaps)
+        diffs = [abs(a - b) for a, b in zip(gaps, ref)] if finite else [math.inf]
+        entry = {
+            "file": f"onnx/{_file(dtype)}",
+            "max_abs_gap_diff": max(diffs),
+            "mean_abs_gap_diff": sum(diffs) / len(diffs),
+            "all_finite": finite,
+        }
+        if dtype != "fp32":
+            spearman, top1 = [], []
+            start = 0
+            for _, docs in PROBES:
+                a, b = gaps[start : start + len(docs)], ref[start : start + len(docs)]
+                start += len(docs)
+                spearman.append(_spearman(a, b) if finite else float("nan"))
+                top1.append(int(np.argmax(a)) == int(np.argmax(b)) if finite else False)
+            entry["spearman_mean"] = float(np.mean(spearman))
+            entry["spearman_min"] = float(np.min(spearman))
+            entry["top1_agreement"] = sum(top1) / len(top1)
+        else:
+            entry["tolerance"] = FP32_TOLERANCE
+            entry["within_tolerance"] = finite and entry["max_abs_gap_diff"] <= FP32_TOLERANCE
+            if not entry["within_tolerance"]:
+                ok = False
+                problems.append(f"fp32 max |Δgap| {entry['max_abs_gap_diff']:.3g} > {FP32_TOLERANCE:g}")
+        if not finite:
+            ok = False
+            problems.append(f"{dtype} gives non-finite scores")
+        variants[dtype] = entry
+
+    report = {
+        "model": model_label or str(model_dir.resolve()),
+        "source": source if source is not None else str(reference),
+        "reference": "PyTorch (transformers) fp32, same token ids, one pair at a time, unpadded",
+        "probe_queries": len(PROBES),
+        "probe_pairs": len(ref),
+        "probe_lengths": {"min": min(map(len, sequences)), "max": max(map(len, sequences))},
+        "variants": variants,
+        "ok": ok,
+        "summary": "; ".join(problems) if problems else "all checks passed",
+    }
+    try:
+        report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise VerifyError(f"cannot write {report_path}: {exc.strerror or exc}") from None
+    return report
+
+
+def _file(dtype: str) -> str:
+    from ..files import DTYPE_FILES
+
+    return DTYPE_FILES[dtype]
+
+
+def _recorded_source(report_path: Path) -> str | None:
+    try:
+        return json.loads(report_path.read_text(encoding="utf-8")).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
