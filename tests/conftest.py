@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +78,22 @@ def reranker(tiny_model_dir):
     from qwen3_rerank import Reranker
 
     return Reranker.from_pretrained(tiny_model_dir, dtype="fp32", threads=2)
+
+
+@pytest.fixture(scope="session")
+def export_run(tmp_path_factory, tiny_checkpoint):
+    """``qwen3-rerank export`` of the tiny checkpoint to all four variants, as a real process."""
+    out = tmp_path_factory.mktemp("export") / "tiny-exported"
+    proc = subprocess.run(
+        [sys.executable, "-m", "qwen3_rerank", "export", str(tiny_checkpoint), "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=900,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"export failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    return out, json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="session")
+def exported(export_run) -> Path:
+    """The published layout with fp32, fp16, q8 and q4 (GroupQueryAttention in q8/q4)."""
+    return export_run[0]

@@ -38,3 +38,15 @@ def test_pad_left():
     np.testing.assert_array_equal(ids, [[1, 2, 3], [9, 9, 4], [9, 9, 9]])
     np.testing.assert_array_equal(mask, [[1, 1, 1], [0, 0, 1], [0, 0, 0]])
     assert ids.dtype == np.int64 and mask.dtype == np.int64
+
+
+def test_pad_right():
+    from qwen3_rerank.batching import pad
+
+    ids, mask = pad([[1, 2, 3], [4]], pad_id=9, side="right")
+    np.testing.assert_array_equal(ids, [[1, 2, 3], [4, 9, 9]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1], [1, 0, 0]])
+    import pytest
+
+    with pytest.raises(ValueError):
+        pad([[1]], 0, side="middle")

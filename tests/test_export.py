@@ -42,18 +42,6 @@ def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def export_run(tmp_path_factory, tiny_checkpoint):
-    out = tmp_path_factory.mktemp("export") / "tiny-exported"
-    proc = run_cli("export", str(tiny_checkpoint), "--out", str(out), "--quiet", check=True)
-    return out, json.loads(proc.stdout)
-
-
-@pytest.fixture(scope="session")
-def exported(export_run) -> Path:
-    return export_run[0]
-
-
-@pytest.fixture(scope="session")
 def config(tiny_checkpoint) -> dict:
     return json.loads((tiny_checkpoint / "config.json").read_text())
 

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 
 from qwen3_rerank import Reranker
 from qwen3_rerank.prompt import content_head, format_content
-from qwen3_rerank.score_graph import OUTPUT, build_score_graph, cached_score_graph, ensure_score_graph
+from qwen3_rerank.score_graph import OUTPUT, cached_score_graph, ensure_score_graph, score_graph_record
 
 QUERY = "What is the capital of France?"
 DOCS = [
@@ -152,6 +152,30 @@ def test_score_graph_of_quantized_lm_heads(tmp_path, tiny_model_dir):
         np.testing.assert_allclose(
             fast.score(QUERY, DOCS, raw=True), full.score(QUERY, DOCS, raw=True), rtol=0, atol=tolerance
         )
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "q4", "q8"])
+def test_fast_path_on_exported_variants(exported, dtype):
+    """Score graph and prefix reuse on our exporter's files, GroupQueryAttention ones included."""
+    plain = make_reranker(exported, dtype=dtype, score_graph=False, prefix_reuse=False)
+    fast = make_reranker(exported, dtype=dtype)
+    one_by_one = make_reranker(exported, dtype=dtype, score_graph=False, prefix_reuse=False, batch_size=1)
+    assert fast.engine.is_score_graph and fast.prefix_reuse
+    uses_gqa = score_graph_record(fast.engine.path)["group_query_attention"]
+    assert uses_gqa == (dtype in ("q8", "q4"))
+    # GroupQueryAttention takes new tokens on top of a past for one row at a time only.
+    assert fast.engine.max_batch_with_past == (1 if uses_gqa else None)
+    full = np.array(plain.score(QUERY, DOCS, raw=True))
+    ours = np.array(fast.score(QUERY, DOCS, raw=True))
+    single = np.array(one_by_one.score(QUERY, DOCS, raw=True))
+    if dtype == "q8":
+        # Dynamic int8 quantises activations with one scale per tensor, so any change of batch
+        # shape moves scores by quantisation noise; the ranking stays.
+        assert np.abs(ours - single).max() < 0.5
+    else:
+        tolerance = 1e-3 if dtype == "fp16" else 1e-4
+        np.testing.assert_allclose(ours, full, rtol=0, atol=tolerance)
+        np.testing.assert_allclose(ours, single, rtol=0, atol=tolerance)
 
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)

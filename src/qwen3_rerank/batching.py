@@ -1,4 +1,4 @@
-"""Length-sorted, token-budgeted batches with left padding; results go back in input order."""
+"""Length-sorted, token-budgeted batches, padded on either side; results go back in input order."""
 
 from __future__ import annotations
 
@@ -34,13 +34,27 @@ def plan_batches(lengths: Sequence[int], *, max_batch_tokens: int, max_batch_siz
     return batches
 
 
-def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """``input_ids`` and ``attention_mask`` (int64), padded on the left to the longest sequence."""
+def pad(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "left") -> tuple[np.ndarray, np.ndarray]:
+    """``input_ids`` and ``attention_mask`` (int64), padded to the longest sequence.
+
+    Left padding puts every row's last token in the last column, which a graph that returns the
+    last position's logits needs. Right padding keeps every row's tokens where they would be
+    alone, which is what ONNX Runtime's GroupQueryAttention supports; the score graph finds each
+    row's last token itself, so it takes either.
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
     width = max(len(s) for s in sequences)
     ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(sequences), width), dtype=np.int64)
     for row, seq in enumerate(sequences):
         if seq:
-            ids[row, width - len(seq) :] = seq
-            mask[row, width - len(seq) :] = 1
+            cols = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
+            ids[row, cols] = seq
+            mask[row, cols] = 1
     return ids, mask
+
+
+def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pad` on the left."""
+    return pad(sequences, pad_id, "left")

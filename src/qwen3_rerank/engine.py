@@ -149,6 +149,9 @@ class OnnxEngine:
             if p.name.replace("past_key_values.", "present.", 1) in outputs
         }
         self.supports_prefix_cache = bool(self.past_inputs) and len(self.present_for_past) == len(self.past_inputs)
+        #: ONNX Runtime's GroupQueryAttention takes several new tokens on top of a past only for a
+        #: batch of one; such graphs say so in their score-graph record (see score_graph.py).
+        self.max_batch_with_past: int | None = None
 
     def _np_type(self, arg) -> type:
         np_type = _ORT_TYPES.get(arg.type)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .batching import pad_left, plan_batches
+from .batching import pad, plan_batches
 from .chunking import Chunk, aggregate, check_chunking, split_windows
 from .engine import OnnxEngine
 from .errors import InputError
@@ -166,6 +166,11 @@ class Reranker:
         if score_graph:
             onnx_path = _score_graph_or_full(files.onnx, tokenizer)
         engine = OnnxEngine(onnx_path, config=files.config, device=device, providers=providers, threads=threads)
+        if engine.is_score_graph:
+            from .score_graph import score_graph_record
+
+            if score_graph_record(onnx_path).get("group_query_attention"):
+                engine.max_batch_with_past = 1
         return cls(
             engine,
             tokenizer,
@@ -413,8 +418,11 @@ class Reranker:
         batches = plan_batches(
             [len(s) for s in sequences], max_batch_tokens=self.max_batch_tokens, max_batch_size=self.batch_size
         )
+        # A full graph is read at its last column, so it needs left padding; the score graph finds
+        # each row's last token and gets right padding, which every attention kernel supports.
+        side = "right" if self.engine.is_score_graph else "left"
         for batch in batches:
-            ids, mask = pad_left([sequences[i] for i in batch], self.tokenizer.pad_id)
+            ids, mask = pad([sequences[i] for i in batch], self.tokenizer.pad_id, side)
             pair = self.engine.yes_no_logits(ids, mask, self.tokenizer.yes_id, self.tokenizer.no_id)
             gaps[batch] = pair[:, 0] - pair[:, 1]
             if progress is not None:
@@ -434,7 +442,9 @@ class Reranker:
         parts = [request.sequences[i][shared:] for i in indices]
         gaps = np.empty(len(parts), dtype=np.float64)
         batches = plan_batches(
-            [len(p) for p in parts], max_batch_tokens=self.max_batch_tokens, max_batch_size=self.batch_size
+            [len(p) for p in parts],
+            max_batch_tokens=self.max_batch_tokens,
+            max_batch_size=self.engine.max_batch_with_past or self.batch_size,
         )
         widest = max(len(b) for b in batches)
         # One contiguous copy per request; each batch takes its first rows (still contiguous).
@@ -443,7 +453,7 @@ class Reranker:
             for name, value in cache.items()
         }
         for batch in batches:
-            ids, mask = pad_left([parts[i] for i in batch], self.tokenizer.pad_id)
+            ids, mask = pad([parts[i] for i in batch], self.tokenizer.pad_id, "right")
             full_mask = np.concatenate([np.ones((len(batch), shared), dtype=np.int64), mask], axis=1)
             past = {name: value[: len(batch)] for name, value in repeated.items()}
             pair = self.engine.yes_no_logits(ids, full_mask, self.tokenizer.yes_id, self.tokenizer.no_id, past=past)

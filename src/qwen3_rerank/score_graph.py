@@ -99,6 +99,14 @@ def cached_score_graph(source: Path, yes_id: int, no_id: int) -> Path | None:
     return target
 
 
+def score_graph_record(path: Path) -> dict:
+    """What was recorded when the score graph at ``path`` was built (empty if nothing)."""
+    try:
+        return json.loads(_sidecar(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def ensure_score_graph(source: Path, yes_id: int, no_id: int, *, keep_present: bool = True) -> Path:
     """Path of the score graph for ``source``, building and caching it when missing or stale."""
     cached = cached_score_graph(source, yes_id, no_id)
@@ -106,7 +114,7 @@ def ensure_score_graph(source: Path, yes_id: int, no_id: int, *, keep_present: b
         return cached
     target = score_graph_path(source)
     try:
-        build_score_graph(source, target, yes_id, no_id, keep_present=keep_present)
+        uses_gqa = _build(source, target, yes_id, no_id, keep_present=keep_present)
     except ScoreGraphError:
         raise
     except Exception as exc:  # unreadable protobuf, missing external data, ...
@@ -120,6 +128,7 @@ def ensure_score_graph(source: Path, yes_id: int, no_id: int, *, keep_present: b
         "data_stamps": _data_stamps(source),
         "yes_no_ids": [yes_id, no_id],
         "keep_present": keep_present,
+        "group_query_attention": uses_gqa,
     }
     tmp = _sidecar(target).with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -307,6 +316,12 @@ def build_score_graph(
     keep_present: bool = True,
 ) -> Path:
     """Write the score graph of ``source`` to ``target`` (in the same folder: see module doc)."""
+    _build(source, target, yes_id, no_id, keep_present=keep_present)
+    return Path(target)
+
+
+def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool) -> bool:
+    """Build the score graph; returns whether it uses GroupQueryAttention."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -380,7 +395,7 @@ def build_score_graph(
     tmp = target.with_name(target.name + ".tmp")
     onnx.save_model(model, str(tmp))
     os.replace(tmp, target)
-    return target
+    return any(node.op_type == "GroupQueryAttention" for node in graph.node)
 
 
 def _insert_topologically(graph, new_nodes: Iterable) -> None:
