@@ -201,3 +201,24 @@ def test_prefix_split_never_changes_token_ids(reranker, official, query, docs, i
 def test_content_head_is_the_shared_part():
     assert format_content("q", "doc", "inst") == content_head("q", "inst") + " doc"
     assert format_content("q", "doc") == content_head("q") + " doc"
+
+
+def test_optimize_command_builds_every_variant(tmp_path, exported):
+    import json
+    import subprocess
+    import sys
+
+    folder = tmp_path / "m"
+    shutil.copytree(exported, folder)
+    for stale in folder.glob("onnx/*.score.*"):
+        stale.unlink()
+    proc = subprocess.run([sys.executable, "-m", "qwen3_rerank", "optimize", str(folder)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert sorted(line["dtype"] for line in lines) == ["fp16", "fp32", "q4", "q8"]
+    for line in lines:
+        assert (folder / "onnx" / line["score_graph"].split("/")[-1]).is_file()
+    bad = subprocess.run([sys.executable, "-m", "qwen3_rerank", "optimize", str(tmp_path / "nothing")],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     rerank.add_argument("documents", nargs="*", help="documents to rank (or use --docs)")
     rerank.set_defaults(handler=_cmd_rerank)
+
+    optimize = commands.add_parser(
+        "optimize", help="build the score graphs of a model folder ahead of time (otherwise built at first load)"
+    )
+    optimize.add_argument("model", help="model folder or Hub repo id")
+    optimize.add_argument("--dtype", default=None, help="only this variant (default: every variant present)")
+    optimize.set_defaults(handler=_cmd_optimize)
     export_commands.register(commands)
     server_commands.register(commands)
     return parser
@@ -164,6 +171,28 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         _print_table(results)
+    return 0
+
+
+def _cmd_optimize(args: argparse.Namespace) -> int:
+    from .files import available_dtypes, resolve_model
+    from .score_graph import ensure_score_graph, score_graph_record
+    from .tokenize import PromptTokenizer
+
+    if args.dtype:
+        dtypes = [args.dtype]
+    elif Path(args.model).is_dir():
+        dtypes = available_dtypes(Path(args.model))
+        if not dtypes:
+            raise UsageError(f"{args.model} has no onnx/ model files")
+    else:
+        raise UsageError("give --dtype for a Hub repo id (only that variant is downloaded)")
+    for dtype in dtypes:
+        files = resolve_model(args.model, dtype)
+        tokenizer = PromptTokenizer.from_file(files.tokenizer, pad_token=files.pad_token)
+        path = ensure_score_graph(files.onnx, tokenizer.yes_id, tokenizer.no_id)
+        record = score_graph_record(path)
+        print(json.dumps({"dtype": dtype, "score_graph": str(path), "source_sha256": record.get("source_sha256")}))
     return 0
 
 
