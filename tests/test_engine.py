@@ -93,3 +93,18 @@ def test_devices():
             providers_for("cuda")
     with pytest.raises(ModelLoadError, match="not available"):
         providers_for(providers=["NoSuchExecutionProvider"])
+
+
+def test_io_binding_path_gives_the_same_scores(tiny_model_dir, reranker):
+    """The CUDA code path (explicit IO binding, KV cache as device OrtValues), run on the CPU."""
+    from qwen3_rerank import Reranker
+
+    bound = Reranker.from_pretrained(tiny_model_dir, dtype="fp32")
+    bound.engine.io_binding = True
+    assert bound.prefix_reuse
+    docs = ["Paris is the capital of France.", "Berlin is in Germany.", "", "word " * 50]
+    np.testing.assert_allclose(
+        bound.score("capital of France?", docs, raw=True), reranker.score("capital of France?", docs, raw=True), atol=1e-6
+    )
+    value = bound.engine.to_device(np.ones((2, 3), np.float32))
+    assert not isinstance(value, np.ndarray) and value.device_name().lower() == "cpu"

@@ -75,6 +75,7 @@ class OnnxEngine:
         device: str = "cpu",
         providers: Sequence[str] | None = None,
         threads: int | None = None,
+        io_binding: bool | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -82,8 +83,15 @@ class OnnxEngine:
         config = config or {}
         provider_names = providers_for(device, providers)
         provider_list: list = list(provider_names)
-        if ":" in device and provider_names[0] == "CUDAExecutionProvider":
-            provider_list[0] = ("CUDAExecutionProvider", {"device_id": int(device.split(":", 1)[1])})
+        self.device_type, self.device_id = "cpu", 0
+        if provider_names[0] == "CUDAExecutionProvider":
+            self.device_type = "cuda"
+            if ":" in device:
+                self.device_id = int(device.split(":", 1)[1])
+                provider_list[0] = ("CUDAExecutionProvider", {"device_id": self.device_id})
+        #: Bind inputs and outputs explicitly (on CUDA: the KV cache of a shared prefix stays on the
+        #: device for all its documents, and only the two logits per row come back).
+        self.io_binding = self.device_type == "cuda" if io_binding is None else io_binding
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -220,8 +228,27 @@ class OnnxEngine:
                 raise ValueError("a KV-cache prefix needs a score graph")
             logits = self.last_logits(input_ids, attention_mask)
             return logits[:, [yes_id, no_id]].astype(np.float64)
-        (pair,) = self.session.run([SCORE_OUTPUT], self.feeds(input_ids, attention_mask, past))
-        return pair.astype(np.float64)
+        feed = self.feeds(input_ids, attention_mask, past)
+        if not self.io_binding:
+            (pair,) = self.session.run([SCORE_OUTPUT], feed)
+            return pair.astype(np.float64)
+        binding = self.session.io_binding()
+        for name, value in feed.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:  # an OrtValue already on the device (see to_device)
+                binding.bind_ortvalue_input(name, value)
+        binding.bind_output(SCORE_OUTPUT, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0].astype(np.float64)
+
+    def to_device(self, array: np.ndarray):
+        """``array`` where the session computes (an OrtValue with IO binding, else unchanged)."""
+        if not self.io_binding:
+            return array
+        import onnxruntime as ort
+
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device_type, self.device_id)
 
     def prefix_cache(self, prefix_ids: Sequence[int]) -> dict[str, np.ndarray]:
         """The KV cache of one token sequence, keyed by the past input it feeds (batch of 1)."""

@@ -452,10 +452,14 @@ class Reranker:
             name: np.ascontiguousarray(np.broadcast_to(value, (widest, *value.shape[1:])))
             for name, value in cache.items()
         }
+        by_rows: dict[int, dict] = {}
         for batch in batches:
             ids, mask = pad([parts[i] for i in batch], self.tokenizer.pad_id, "right")
             full_mask = np.concatenate([np.ones((len(batch), shared), dtype=np.int64), mask], axis=1)
-            past = {name: value[: len(batch)] for name, value in repeated.items()}
+            rows = len(batch)
+            if rows not in by_rows:  # on CUDA: copied to the device once per batch size
+                by_rows[rows] = {name: self.engine.to_device(value[:rows]) for name, value in repeated.items()}
+            past = by_rows[rows]
             pair = self.engine.yes_no_logits(ids, full_mask, self.tokenizer.yes_id, self.tokenizer.no_id, past=past)
             gaps[batch] = pair[:, 0] - pair[:, 1]
             if progress is not None:
