@@ -183,6 +183,11 @@ def export_checkpoint(
             result.report = report
             if not report["ok"]:
                 raise ExportError(f"verification failed: {report['summary']}")
+            # Verification ran the runtime's fast path, which caches score graphs next to the
+            # variants; they are derived files (rebuilt on a user's first load), not part of the
+            # published layout.
+            for derived in (work / "onnx").glob("*.score.*"):
+                derived.unlink()
         _move_into_place(work, out)
     except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)
