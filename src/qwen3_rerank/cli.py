@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     rerank.add_argument("documents", nargs="*", help="documents to rank (or use --docs)")
     rerank.set_defaults(handler=_cmd_rerank)
+
+    from . import extras_commands
+
+    extras_commands.register(commands)  # eval, batch
     return parser
 
 
