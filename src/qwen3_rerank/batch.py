@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -205,8 +206,17 @@ def _warn_if_short_of_cpus(ray, needed: float) -> None:
         )
 
 
+_WORKER_ERROR = re.compile(r"^qwen3_rerank\.errors\.(\w+): (.+)$", re.MULTILINE)
+
+
 def _find_cause(exc: BaseException, kind: type) -> BaseException | None:
-    """The library's own error inside the exceptions Ray wraps around a worker's failure."""
+    """The library's own error inside the exceptions Ray wraps around a worker's failure.
+
+    Ray Data re-raises a failed batch as ``UserCodeException`` without the original exception
+    object, only its traceback text, so the error is found there when it is not in the chain.
+    """
+    from . import errors
+
     seen: set[int] = set()
     stack: list = [exc]
     while stack:
@@ -216,6 +226,11 @@ def _find_cause(exc: BaseException, kind: type) -> BaseException | None:
         seen.add(id(current))
         if isinstance(current, kind) and type(current).__module__.startswith("qwen3_rerank"):
             return current
+        match = _WORKER_ERROR.search(str(current))
+        if match and isinstance(getattr(errors, match.group(1), None), type):
+            error_class = getattr(errors, match.group(1))
+            if issubclass(error_class, kind):
+                return error_class(match.group(2))
         inner = getattr(current, "cause", None)
         stack.extend([current.__context__, current.__cause__, inner if isinstance(inner, BaseException) else None])
     return None
