@@ -1,6 +1,6 @@
 """LangChain document compressor: rerank retrieved ``Document`` objects with Qwen3-Reranker.
 
-    from langchain.retrievers import ContextualCompressionRetriever
+    from langchain_classic.retrievers import ContextualCompressionRetriever  # 0.3: langchain.retrievers
     from qwen3_rerank.integrations.langchain import Qwen3RerankCompressor
 
     compressor = Qwen3RerankCompressor.from_pretrained("onnx-community/Qwen3-Reranker-0.6B-ONNX", top_n=3)
