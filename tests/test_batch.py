@@ -69,12 +69,12 @@ def check_output(folder, table, reranker, score_column="score"):
     return out
 
 
-def run_cli(args, env_extra=None, timeout=300):
+def run_cli(args, env_extra=None, timeout=300, cwd=None):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "qwen3_rerank", "batch", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
     )
 
 
@@ -83,10 +83,10 @@ def test_cli_starts_a_local_ray_by_default(tmp_path, tiny_model_dir, reranker):
     table = pairs_table()
     pq.write_table(table, tmp_path / "pairs.parquet")
     out = tmp_path / "scores.parquet"
-    done = run_cli([
-        "--input", str(tmp_path / "pairs.parquet"), "--output", str(out), "--model", str(tiny_model_dir),
+    done = run_cli([  # relative paths: Ray's workers must still find the files
+        "--input", "pairs.parquet", "--output", "scores.parquet", "--model", str(tiny_model_dir),
         "--dtype", "fp32", "--workers", "2", "--threads", "1", "--rows-per-batch", "8",
-    ])
+    ], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"wrote {N_ROWS} scored rows to {out} (2 workers)" in done.stderr
     check_output(out, table, reranker)
@@ -112,6 +112,13 @@ def test_parquet_every_row_once_with_library_scores(local_ray, tmp_path, tiny_mo
         workers=2, threads=1, rows_per_batch=8,
     )
     assert result.rows == N_ROWS and result.workers == 2
+    check_output(tmp_path / "scores", table, reranker)
+    # overwrite replaces the folder's rows instead of adding to them
+    again = score_file(
+        tmp_path / "pairs.parquet", tmp_path / "scores", model=tiny_model_dir, dtype="fp32",
+        workers=2, rows_per_batch=16, overwrite=True,
+    )
+    assert again.rows == N_ROWS
     check_output(tmp_path / "scores", table, reranker)
 
 

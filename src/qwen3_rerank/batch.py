@@ -150,12 +150,15 @@ def score_file(
         raise InputError(f"input not found: {input}")
     if "://" not in output and Path(output).exists() and not overwrite:
         raise InputError(f"output {output} already exists (remove it or overwrite it)")
+    # Ray's workers do not share the driver's working directory: hand them absolute local paths
+    input, output = (p if "://" in p else str(Path(p).resolve()) for p in (input, output))
+    model = os.fspath(model)
+    if Path(model).exists():
+        model = str(Path(model).resolve())
     options = {"dtype": dtype, "threads": threads, **(reranker_options or {})}
     require("pyarrow", EXTRA, "batch scoring on Ray")
 
     with ray_instance(ray_address, num_cpus=math.ceil(workers * cpus) + 1, object_store_memory=object_store_memory) as ray:
-        from ray.data._internal.savemode import SaveMode
-
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = preserve_order
         if fmt == "parquet":
@@ -172,7 +175,7 @@ def score_file(
         scored = dataset.repartition(target_num_rows_per_block=rows_per_batch).map_batches(
             _RerankActor,
             fn_constructor_kwargs={
-                "model": os.fspath(model),
+                "model": model,
                 "reranker_options": options,
                 "query_column": query_column,
                 "document_column": document_column,
@@ -186,7 +189,7 @@ def score_file(
             num_cpus=cpus,
         )
         try:
-            scored.write_parquet(output, mode=SaveMode.OVERWRITE if overwrite else SaveMode.APPEND)
+            scored.write_parquet(output, **({"mode": "overwrite"} if overwrite else {}))
         except Exception as exc:  # Ray wraps a worker's error; report the user's error as one line
             cause = _find_cause(exc, RerankError)
             if cause is not None:
