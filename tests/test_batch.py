@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no reporting from test instances (no network here)
 pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

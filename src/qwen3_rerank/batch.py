@@ -92,6 +92,8 @@ def ray_instance(address: str | None, *, num_cpus: int, object_store_memory: int
     if address:
         ray.init(address=address)
     else:
+        # a throwaway instance of ours: no usage reporting unless the user asked for it
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False)
     try:
         yield ray
