@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.set_defaults(handler=_cmd_optimize)
     export_commands.register(commands)
     server_commands.register(commands)
+    from . import extras_commands  # imports this module's helpers, so not at the top
+
+    extras_commands.register(commands)  # eval, batch
     return parser
 
 
