@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__
 from .errors import RerankError
 from .files import DEFAULT_MODEL, DTYPES
+from .bench import commands as bench_commands
 from .server import commands as server_commands
 
 EXIT_USAGE = 2
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("documents", nargs="*", help="documents to rank (or use --docs)")
     rerank.set_defaults(handler=_cmd_rerank)
     server_commands.register(commands)
+    bench_commands.register(commands)
     return parser
 
 
