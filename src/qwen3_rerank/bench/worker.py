@@ -81,7 +81,10 @@ def _session_reranker(args, files, tokenizer, session_options: dict):
     from ..engine import OnnxEngine
     from ..reranker import Reranker, _score_graph_or_full
 
-    path = _score_graph_or_full(files.onnx, tokenizer) if args.score_graph else files.onnx
+    if args.onnx_path:  # e.g. a graph ONNX Runtime saved already optimized (cold/warm start study)
+        path = Path(args.onnx_path)
+    else:
+        path = _score_graph_or_full(files.onnx, tokenizer) if args.score_graph else files.onnx
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
@@ -278,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="ours: most pairs per batch")
     p.add_argument("--max-batch-tokens", type=int, default=4096, help="ours: token budget per batch")
     p.add_argument("--session-options", default=None, help="ours: JSON of onnxruntime SessionOptions attributes")
+    p.add_argument("--onnx-path", default=None, help="ours with --session-options: load this ONNX file instead")
     p.add_argument("--profile", default=None, help="ours: write an ORT profile with this file prefix")
     p.add_argument("--workload", required=True)
     p.add_argument("--max-queries", type=int, default=None)
