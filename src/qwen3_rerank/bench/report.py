@@ -128,9 +128,15 @@ def summary_markdown(report: dict) -> str:
     if targets:
         lines += ["## Targets (issue item 6)", "", "| target | measured | wanted | met |", "|---|---|---|---|"]
         for name, t in targets.items():
+            if name.startswith("_"):
+                continue
             want = "–" if t["target"] is None else (("≤ " if t.get("lower_is_better") else "≥ ") + f"{t['target']:g}")
             met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")
             lines.append(f"| {name} | {_f(t['value'])} | {want} | {met} |")
+        used = targets.get("_variants_used")
+        if used:
+            lines += ["", "Variant used for each dtype (the fastest working score-graph one): "
+                      + ", ".join(f"{k}: {v}" for k, v in sorted(used.items())) + "."]
         lines.append("")
     gemm = report.get("gemm", {}).get("kernels", {})
     if gemm:

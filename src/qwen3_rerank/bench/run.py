@@ -3,6 +3,10 @@
 Writes ``results.json``, PNG plots and ``summary.md`` into ``--out``. Engines:
 
 * ``ours-<dtype>-fast``: this library, score graph + prefix reuse (the defaults);
+* ``ours-<dtype>-pr1``: score graph + prefix reuse with ``batch_size=1``: ORT's
+  ``GroupQueryAttention`` (the fused attention of the q8/q4/fp16 files) refuses a batch of several
+  rows with more than one new token on top of a past KV cache, so the default prefix reuse fails
+  on those files; one document per run is what it accepts;
 * ``ours-<dtype>-sg``: score graph, no prefix reuse;
 * ``ours-<dtype>-plain``: the published graph as is (full logits), no prefix reuse;
 * ``torch-fp32`` / ``torch-fp32-ltk1``: the official PyTorch recipe (transformers), full logits /
@@ -37,23 +41,23 @@ REFERENCE_TORCH_LTK = "torch-fp32-ltk1"
 # changes only how long the measurement takes (and the per-call latency, which is per call as run).
 DEFAULT_PLAN: dict[str, dict[str, tuple[int | None, int | None]]] = {
     # engine: {workload: (max_queries, max_docs)}
-    "ours-q8-fast": {"1x100x128": (None, None), "1x20x512": (None, None), "16x10x256": (4, None)},
-    "ours-q8-sg": {"1x100x128": (None, None), "1x20x512": (None, 10), "16x10x256": (2, None)},
-    "ours-q8-plain": {"1x100x128": (None, 24), "1x20x512": (None, 8), "16x10x256": (2, None)},
-    "ours-q4-fast": {"1x100x128": (None, 50), "1x20x512": (None, 10), "16x10x256": (2, None)},
-    "ours-q4-sg": {"1x100x128": (None, 24)},
-    "ours-q4-plain": {"1x100x128": (None, 24)},
-    "ours-fp32-fast": {"1x100x128": (None, 50), "1x20x512": (None, 10), "16x10x256": (2, None)},
-    "ours-fp32-sg": {"1x100x128": (None, 24)},
-    "ours-fp32-plain": {"1x100x128": (None, 16)},
-    "ours-fp16-fast": {"1x100x128": (None, 8)},
-    "ours-fp16-sg": {"1x100x128": (None, 8)},
-    "ours-fp16-plain": {"1x100x128": (None, 8)},
-    "torch-fp32": {"1x100x128": (None, 16), "1x20x512": (None, 8), "16x10x256": (1, 8)},
-    "torch-fp32-ltk1": {"1x100x128": (None, 16), "1x20x512": (None, 8), "16x10x256": (1, 8)},
-    "torch-bf16": {"1x100x128": (None, 16)},
-    "js-q8": {"1x100x128": (None, 12), "1x20x512": (None, 4), "16x10x256": (1, 6)},
-    "js-q4": {"1x100x128": (None, 12), "1x20x512": (None, 4), "16x10x256": (1, 6)},
+    "ours-q8-fast": {"1x100x128": (None, 8)},
+    "ours-q8-pr1": {"1x100x128": (None, 48), "1x20x512": (None, 10), "16x10x256": (3, None)},
+    "ours-q8-sg": {"1x100x128": (None, 48), "1x20x512": (None, 10), "16x10x256": (2, None)},
+    "ours-q8-plain": {"1x100x128": (None, 16)},
+    "ours-q4-pr1": {"1x100x128": (None, 24), "1x20x512": (None, 6), "16x10x256": (1, None)},
+    "ours-q4-sg": {"1x100x128": (None, 24), "1x20x512": (None, 6)},
+    "ours-q4-plain": {"1x100x128": (None, 8)},
+    "ours-fp32-fast": {"1x100x128": (None, 24), "1x20x512": (None, 6), "16x10x256": (1, None)},
+    "ours-fp32-sg": {"1x100x128": (None, 16)},
+    "ours-fp32-plain": {"1x100x128": (None, 8)},
+    "ours-fp16-pr1": {"1x100x128": (None, 4)},
+    "ours-fp16-sg": {"1x100x128": (None, 4)},
+    "torch-fp32": {"1x100x128": (None, 8), "1x20x512": (None, 4), "16x10x256": (1, 8)},
+    "torch-fp32-ltk1": {"1x100x128": (None, 8), "1x20x512": (None, 4), "16x10x256": (1, 8)},
+    "torch-bf16": {"1x100x128": (None, 8)},
+    "js-q8": {"1x100x128": (None, 6), "1x20x512": (None, 2), "16x10x256": (1, 3)},
+    "js-q4": {"1x100x128": (None, 6), "1x20x512": (None, 2), "16x10x256": (1, 3)},
 }
 QUICK_ENGINES = ("ours-fp32-fast", "ours-fp32-sg", "ours-fp32-plain")
 
@@ -89,6 +93,8 @@ def engine_args(name: str) -> list[str]:
         flags = ["--engine", "ours", "--dtype", dtype]
         if mode == "sg":
             flags.append("--no-prefix-reuse")
+        elif mode == "pr1":  # prefix reuse one document per run (what a GroupQueryAttention graph accepts)
+            flags += ["--batch-size", "1"]
         elif mode == "plain":
             flags += ["--no-score-graph", "--no-prefix-reuse"]
         elif mode != "fast":
@@ -195,9 +201,9 @@ def add_ratios(results: list[dict], gemm: dict | None) -> dict:
                 ratios[key] = r["pairs_per_s"] / other["pairs_per_s"]
         if r["name"].startswith("ours-"):
             _, dtype, mode = r["name"].split("-")
-            if mode == "fast" and (f"ours-{dtype}-sg", w) in by:
+            if mode in ("fast", "pr1") and (f"ours-{dtype}-sg", w) in by:
                 ratios["prefix_reuse_speedup"] = r["pairs_per_s"] / by[(f"ours-{dtype}-sg", w)]["pairs_per_s"]
-            if mode in ("fast", "sg") and (f"ours-{dtype}-plain", w) in by:
+            if mode in ("fast", "pr1", "sg") and (f"ours-{dtype}-plain", w) in by:
                 ratios["vs_plain_graph"] = r["pairs_per_s"] / by[(f"ours-{dtype}-plain", w)]["pairs_per_s"]
             kernel = {"q8": "int8", "fp32": "fp32", "q4": "q4_acc0"}.get(dtype)
             if kernel in ceilings:
@@ -210,17 +216,32 @@ def add_ratios(results: list[dict], gemm: dict | None) -> dict:
         return None if row is None else row.get("ratios", {}).get(key) if key.startswith(("vs_", "prefix", "fraction")) else row.get(key)
 
     w = "1x100x128"
+
+    def best(dtype, workload, key):
+        """The figure of this dtype's fastest working score-graph variant (fast, pr1 or sg)."""
+        rows = [by[(f"ours-{dtype}-{m}", workload)] for m in ("fast", "pr1", "sg") if (f"ours-{dtype}-{m}", workload) in by]
+        if not rows:
+            return None
+        top = max(rows, key=lambda row: row["pairs_per_s"])
+        chosen[f"{dtype}@{workload}"] = top["name"]
+        return get(top["name"], workload, key)
+
+    chosen: dict[str, str] = {}
+
     targets = {
-        "q8_vs_torch_fp32_1x100x128": {"value": get("ours-q8-fast", w, "vs_torch_fp32"), "target": 5.0},
-        "q8_vs_torch_fp32_ltk1_1x100x128": {"value": get("ours-q8-fast", w, "vs_torch_fp32_ltk1"), "target": None},
-        "q4_vs_js_q4_1x100x128": {"value": get("ours-q4-fast", w, "vs_js_q4"), "target": 3.0},
-        "q8_vs_js_q8_1x100x128": {"value": get("ours-q8-fast", w, "vs_js_q8"), "target": None},
-        "prefix_reuse_q8_1x100x128": {"value": get("ours-q8-fast", w, "prefix_reuse_speedup"), "target": 1.3},
-        "q8_fraction_of_int8_ceiling_1x100x128": {"value": get("ours-q8-fast", w, "fraction_of_gemm_ceiling"), "target": 0.6},
-        "q8_peak_rss_mb_1x20x512": {"value": get("ours-q8-fast", "1x20x512", "peak_rss_mb"), "target": 1024.0, "lower_is_better": True},
-        "q4_peak_rss_mb_1x20x512": {"value": get("ours-q4-fast", "1x20x512", "peak_rss_mb"), "target": 1024.0, "lower_is_better": True},
+        "q8_vs_torch_fp32_1x100x128": {"value": best("q8", w, "vs_torch_fp32"), "target": 5.0},
+        "q8_vs_torch_fp32_ltk1_1x100x128": {"value": best("q8", w, "vs_torch_fp32_ltk1"), "target": None},
+        "q4_vs_js_q4_1x100x128": {"value": best("q4", w, "vs_js_q4"), "target": 3.0},
+        "q8_vs_js_q8_1x100x128": {"value": best("q8", w, "vs_js_q8"), "target": None},
+        "prefix_reuse_q8_1x100x128": {"value": get("ours-q8-fast", w, "prefix_reuse_speedup") or get("ours-q8-pr1", w, "prefix_reuse_speedup"), "target": 1.3},
+        "q8_fraction_of_int8_ceiling_1x100x128": {"value": best("q8", w, "fraction_of_gemm_ceiling"), "target": 0.6},
+        "q8_peak_rss_mb_1x20x512": {"value": best("q8", "1x20x512", "peak_rss_mb"), "target": 1024.0, "lower_is_better": True},
+        "q4_peak_rss_mb_1x20x512": {"value": best("q4", "1x20x512", "peak_rss_mb"), "target": 1024.0, "lower_is_better": True},
     }
-    for t in targets.values():
+    targets["_variants_used"] = chosen
+    for name, t in targets.items():
+        if name.startswith("_"):
+            continue
         if t["value"] is None or t["target"] is None:
             t["met"] = None
         elif t.get("lower_is_better"):
@@ -311,15 +332,17 @@ SWEEP = [
     {"intra_op_num_threads": 2, "enable_cpu_mem_arena": False, "enable_mem_pattern": True},
     {"intra_op_num_threads": 2, "enable_cpu_mem_arena": True, "enable_mem_pattern": False},
     {"intra_op_num_threads": 2, "enable_cpu_mem_arena": False, "enable_mem_pattern": False},
+    {"intra_op_num_threads": 2, "config_entries": {"session.disable_prepacking": "1"}},
 ]
 
 
-def run_sweep(args, workload="1x100x128", max_docs=24) -> list[dict]:
+def run_sweep(args, workload="1x100x128", max_docs=16) -> list[dict]:
     rows = []
     for options in SWEEP if not args.quick else SWEEP[:2]:
         _log(f"[bench] sweep q8 {options} ...")
         flags = ["--engine", "ours", "--dtype", args.sweep_dtype, "--model", str(args.model), "--workload", workload,
-                 "--max-docs", str(max_docs), "--session-options", json.dumps(options), "--repeat", str(args.repeat)]
+                 "--max-docs", str(max_docs), "--session-options", json.dumps(options), "--repeat", str(args.repeat),
+                 "--no-prefix-reuse"]
         result = run_worker(flags, timeout=args.timeout)
         result["name"] = f"ours-{args.sweep_dtype}-fast"
         rows.append(result)
@@ -327,11 +350,12 @@ def run_sweep(args, workload="1x100x128", max_docs=24) -> list[dict]:
     return rows
 
 
-def run_profile(args, workload="1x100x128", max_docs=24) -> dict:
+def run_profile(args, workload="1x100x128", max_docs=16) -> dict:
     """ORT profile of the q8 score graph, node time grouped by op type."""
     with tempfile.TemporaryDirectory(prefix="qwen3-bench-prof-") as tmp:
         flags = ["--engine", "ours", "--dtype", args.sweep_dtype, "--model", str(args.model), "--workload", workload,
-                 "--max-docs", str(max_docs), "--profile", str(Path(tmp) / "ort"), "--warmup-docs", "2"]
+                 "--max-docs", str(max_docs), "--profile", str(Path(tmp) / "ort"), "--warmup-docs", "2",
+                 "--no-prefix-reuse"]
         _log(f"[bench] profile {args.sweep_dtype} on {workload} ...")
         result = run_worker(flags, timeout=args.timeout)
         if "error" in result:
@@ -375,7 +399,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extras", default=None, help="comma-separated: gemm,startup,memory,sweep,profile (default: all; quick: none)")
     p.add_argument("--sweep-dtype", default="q8")
     p.add_argument("--force-bf16", action="store_true", help="run torch-bf16 even without CPU bf16 support")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds per worker process")
+    p.add_argument("--timeout", type=float, default=900, help="seconds per worker process")
     p.add_argument("--no-plots", action="store_true")
 
 
