@@ -41,23 +41,23 @@ REFERENCE_TORCH_LTK = "torch-fp32-ltk1"
 # changes only how long the measurement takes (and the per-call latency, which is per call as run).
 DEFAULT_PLAN: dict[str, dict[str, tuple[int | None, int | None]]] = {
     # engine: {workload: (max_queries, max_docs)}
-    "ours-q8-fast": {"1x100x128": (None, 8)},
-    "ours-q8-pr1": {"1x100x128": (None, 48), "1x20x512": (None, 10), "16x10x256": (3, None)},
-    "ours-q8-sg": {"1x100x128": (None, 48), "1x20x512": (None, 10), "16x10x256": (2, None)},
-    "ours-q8-plain": {"1x100x128": (None, 16)},
-    "ours-q4-pr1": {"1x100x128": (None, 24), "1x20x512": (None, 6), "16x10x256": (1, None)},
-    "ours-q4-sg": {"1x100x128": (None, 24), "1x20x512": (None, 6)},
-    "ours-q4-plain": {"1x100x128": (None, 8)},
-    "ours-fp32-fast": {"1x100x128": (None, 24), "1x20x512": (None, 6), "16x10x256": (1, None)},
-    "ours-fp32-sg": {"1x100x128": (None, 16)},
-    "ours-fp32-plain": {"1x100x128": (None, 8)},
+    "ours-q8-fast": {"1x100x128": (None, 4)},
+    "ours-q8-pr1": {"1x100x128": (None, 24), "1x20x512": (None, 6), "16x10x256": (2, None)},
+    "ours-q8-sg": {"1x100x128": (None, 24), "1x20x512": (None, 6), "16x10x256": (2, None)},
+    "ours-q8-plain": {"1x100x128": (None, 8)},
+    "ours-q4-pr1": {"1x100x128": (None, 12), "1x20x512": (None, 4), "16x10x256": (1, None)},
+    "ours-q4-sg": {"1x100x128": (None, 12), "1x20x512": (None, 4)},
+    "ours-q4-plain": {"1x100x128": (None, 4)},
+    "ours-fp32-fast": {"1x100x128": (None, 12), "1x20x512": (None, 4), "16x10x256": (1, None)},
+    "ours-fp32-sg": {"1x100x128": (None, 8)},
+    "ours-fp32-plain": {"1x100x128": (None, 4)},
     "ours-fp16-pr1": {"1x100x128": (None, 4)},
     "ours-fp16-sg": {"1x100x128": (None, 4)},
     "torch-fp32": {"1x100x128": (None, 8), "1x20x512": (None, 4), "16x10x256": (1, 8)},
     "torch-fp32-ltk1": {"1x100x128": (None, 8), "1x20x512": (None, 4), "16x10x256": (1, 8)},
     "torch-bf16": {"1x100x128": (None, 8)},
-    "js-q8": {"1x100x128": (None, 6), "1x20x512": (None, 2), "16x10x256": (1, 3)},
-    "js-q4": {"1x100x128": (None, 6), "1x20x512": (None, 2), "16x10x256": (1, 3)},
+    "js-q8": {"1x100x128": (None, 4), "1x20x512": (None, 2), "16x10x256": (1, 2)},
+    "js-q4": {"1x100x128": (None, 4), "1x20x512": (None, 2), "16x10x256": (1, 2)},
 }
 QUICK_ENGINES = ("ours-fp32-fast", "ours-fp32-sg", "ours-fp32-plain")
 
@@ -336,7 +336,7 @@ SWEEP = [
 ]
 
 
-def run_sweep(args, workload="1x100x128", max_docs=16) -> list[dict]:
+def run_sweep(args, workload="1x100x128", max_docs=8) -> list[dict]:
     rows = []
     for options in SWEEP if not args.quick else SWEEP[:2]:
         _log(f"[bench] sweep q8 {options} ...")
@@ -350,7 +350,7 @@ def run_sweep(args, workload="1x100x128", max_docs=16) -> list[dict]:
     return rows
 
 
-def run_profile(args, workload="1x100x128", max_docs=16) -> dict:
+def run_profile(args, workload="1x100x128", max_docs=8) -> dict:
     """ORT profile of the q8 score graph, node time grouped by op type."""
     with tempfile.TemporaryDirectory(prefix="qwen3-bench-prof-") as tmp:
         flags = ["--engine", "ours", "--dtype", args.sweep_dtype, "--model", str(args.model), "--workload", workload,
@@ -398,6 +398,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all-pairs", action="store_true", help="run every engine on every pair of every workload")
     p.add_argument("--extras", default=None, help="comma-separated: gemm,startup,memory,sweep,profile (default: all; quick: none)")
     p.add_argument("--sweep-dtype", default="q8")
+    p.add_argument("--memory-dtypes", default="q8,fp32", help="dtypes scored on an 8,192-token document")
     p.add_argument("--force-bf16", action="store_true", help="run torch-bf16 even without CPU bf16 support")
     p.add_argument("--timeout", type=float, default=900, help="seconds per worker process")
     p.add_argument("--no-plots", action="store_true")
@@ -434,7 +435,7 @@ def run(args) -> dict:
     if "startup" in extras:
         report["startup"] = run_startup(args)
     if "memory" in extras:
-        report["memory_8k"] = run_memory(args)
+        report["memory_8k"] = run_memory(args, dtypes=args.memory_dtypes.split(","))
     if "sweep" in extras:
         report["session_sweep"] = run_sweep(args)
     if "profile" in extras:

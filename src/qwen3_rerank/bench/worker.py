@@ -309,6 +309,7 @@ def main(argv=None) -> int:
     calls = _select(make_inputs(workload, tokenizer, seed=args.seed), args.max_queries, args.max_docs)
     warmup = (calls[0][0], calls[0][1][: args.warmup_docs]) if args.warmup_docs > 0 else None
     runner = {"ours": run_ours, "torch": run_torch, "js": run_js}[args.engine]
+    load_before = os.getloadavg()[0]
     raw = runner(args, calls, warmup)
 
     result = {
@@ -321,6 +322,8 @@ def main(argv=None) -> int:
         "max_queries": args.max_queries,
         "max_docs": args.max_docs,
         "load_s": raw["load_s"],
+        # 1-minute load average before and after: other processes on this (shared) machine.
+        "loadavg_1m": [load_before, os.getloadavg()[0]],
     }
     if args.engine == "ours":
         result.update(score_graph=args.score_graph, prefix_reuse=args.prefix_reuse)
