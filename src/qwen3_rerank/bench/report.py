@@ -84,6 +84,11 @@ def _color(name: str) -> str:
     return {"fast": "#1f77b4", "sg": "#6baed6", "plain": "#c6dbef"}.get(name.rsplit("-", 1)[-1], "#1f77b4")
 
 
+def _loadavg(row: dict) -> str:
+    values = row.get("loadavg_1m")
+    return "–" if not values else "/".join(f"{v:.1f}" for v in values)
+
+
 def _f(value, fmt="{:.2f}") -> str:
     return "–" if value is None else fmt.format(value)
 
@@ -99,7 +104,12 @@ def summary_markdown(report: dict) -> str:
         "",
         f"Command: `{report.get('command')}` ({report.get('wall_s', 0) / 60:.1f} min). "
         "Each engine × workload ran in its own process, one after another. A call is one query with its "
-        "documents, tokenization included; throughput is over the timed calls after an untimed warm-up call.",
+        "documents, tokenization included; throughput is over the timed calls after an untimed warm-up call. "
+        "'pairs run' is how many (query, document) pairs were timed: slow engines ran the first documents "
+        "(and queries) of a workload only, to fit the run in its time (see `plan` in results.json); "
+        "pairs/s is per pair, so this changes how long a figure took to measure, and the latency is per "
+        "call as run. 'load avg' is the machine's 1-minute load average before/after the run: the "
+        "machine is shared, and a load above 2 means other processes took part of the 2 cores.",
         "",
     ]
     for workload in _workloads(report):
@@ -110,8 +120,8 @@ def summary_markdown(report: dict) -> str:
         lines += [
             f"## {workload} (queries × documents × document tokens)",
             "",
-            "| engine | pairs run | pairs/s | tokens/s | p50 s/call | p95 s/call | peak RSS MB | load s | GFLOP/s | × torch fp32 | × torch ltk=1 | × js q8 | × js q4 |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| engine | pairs run | pairs/s | tokens/s | p50 s/call | p95 s/call | peak RSS MB | load s | GFLOP/s | × torch fp32 | × torch ltk=1 | × js q8 | × js q4 | load avg |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             ratios = r.get("ratios", {})
@@ -119,7 +129,7 @@ def summary_markdown(report: dict) -> str:
                 f"| {r['name']} | {r['pairs']} | {r['pairs_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
                 f"{r['latency_p50_s']:.2f} | {r['latency_p95_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['load_s']:.1f} | "
                 f"{r['executed_gflops']:.0f} | {_f(ratios.get('vs_torch_fp32'))} | {_f(ratios.get('vs_torch_fp32_ltk1'))} | "
-                f"{_f(ratios.get('vs_js_q8'))} | {_f(ratios.get('vs_js_q4'))} |"
+                f"{_f(ratios.get('vs_js_q8'))} | {_f(ratios.get('vs_js_q4'))} | {_loadavg(r)} |"
             )
         for r in skipped:
             lines.append(f"| {r.get('name')} | {r.get('skipped') or 'error: ' + r.get('error', '')[-120:].replace('|', '/').replace(chr(10), ' ')} |")
