@@ -42,22 +42,19 @@ REFERENCE_TORCH_LTK = "torch-fp32-ltk1"
 DEFAULT_PLAN: dict[str, dict[str, tuple[int | None, int | None]]] = {
     # engine: {workload: (max_queries, max_docs)}
     "ours-q8-fast": {"1x100x128": (None, 4)},
-    "ours-q8-pr1": {"1x100x128": (None, 24), "1x20x512": (None, 6), "16x10x256": (2, None)},
-    "ours-q8-sg": {"1x100x128": (None, 24), "1x20x512": (None, 6), "16x10x256": (2, None)},
-    "ours-q8-plain": {"1x100x128": (None, 8)},
-    "ours-q4-pr1": {"1x100x128": (None, 12), "1x20x512": (None, 4), "16x10x256": (1, None)},
-    "ours-q4-sg": {"1x100x128": (None, 12), "1x20x512": (None, 4)},
-    "ours-q4-plain": {"1x100x128": (None, 4)},
-    "ours-fp32-fast": {"1x100x128": (None, 12), "1x20x512": (None, 4), "16x10x256": (1, None)},
-    "ours-fp32-sg": {"1x100x128": (None, 8)},
-    "ours-fp32-plain": {"1x100x128": (None, 4)},
-    "ours-fp16-pr1": {"1x100x128": (None, 4)},
-    "ours-fp16-sg": {"1x100x128": (None, 4)},
-    "torch-fp32": {"1x100x128": (None, 8), "1x20x512": (None, 4), "16x10x256": (1, 8)},
-    "torch-fp32-ltk1": {"1x100x128": (None, 8), "1x20x512": (None, 4), "16x10x256": (1, 8)},
+    "ours-q8-pr1": {"1x100x128": (None, 12), "1x20x512": (None, 3), "16x10x256": (2, 4)},
+    "ours-q8-sg": {"1x100x128": (None, 12), "1x20x512": (None, 3), "16x10x256": (2, 4)},
+    "ours-q8-plain": {"1x100x128": (None, 4)},
+    "ours-q4-pr1": {"1x100x128": (None, 4), "1x20x512": (None, 2)},
+    "ours-q4-sg": {"1x100x128": (None, 4), "1x20x512": (None, 2)},
+    "ours-fp32-fast": {"1x100x128": (None, 4)},
+    "ours-fp32-sg": {"1x100x128": (None, 4)},
+    "ours-fp16-sg": {"1x100x128": (None, 2)},
+    "torch-fp32": {"1x100x128": (None, 8), "1x20x512": (None, 2), "16x10x256": (1, 4)},
+    "torch-fp32-ltk1": {"1x100x128": (None, 8), "1x20x512": (None, 2), "16x10x256": (1, 4)},
     "torch-bf16": {"1x100x128": (None, 8)},
-    "js-q8": {"1x100x128": (None, 4), "1x20x512": (None, 2), "16x10x256": (1, 2)},
-    "js-q4": {"1x100x128": (None, 4), "1x20x512": (None, 2), "16x10x256": (1, 2)},
+    "js-q8": {"1x100x128": (None, 3), "1x20x512": (None, 1)},
+    "js-q4": {"1x100x128": (None, 3), "1x20x512": (None, 1)},
 }
 QUICK_ENGINES = ("ours-fp32-fast", "ours-fp32-sg", "ours-fp32-plain")
 
@@ -140,9 +137,24 @@ def _log(text: str) -> None:
 # -- the matrix ------------------------------------------------------------------------------------
 
 
+def _row_key(row: dict) -> tuple:
+    return (row.get("name"), row.get("workload", {}).get("name"))
+
+
 def run_matrix(args) -> list[dict]:
+    """Every planned engine × workload; each row is also appended to ``rows.jsonl`` as it completes,
+    and ``--resume`` takes the measured rows found there instead of running them again."""
     results = []
     cpu = cpu_info()
+    rows_path = Path(args.out) / "rows.jsonl"
+    done = {}
+    if args.resume and rows_path.is_file():
+        for line in rows_path.read_text().splitlines():
+            row = json.loads(line)
+            if "pairs_per_s" in row:
+                done[_row_key(row)] = row
+    elif rows_path.exists():
+        rows_path.unlink()
     for workload in args.workloads:
         for engine in args.engines:
             plan = DEFAULT_PLAN.get(engine, {})
@@ -156,6 +168,10 @@ def run_matrix(args) -> list[dict]:
                 continue
             capped = not (args.quick or args.all_pairs)
             max_q, max_d = plan.get(workload, (None, None)) if capped else (None, None)
+            if (engine, workload) in done:
+                _log(f"[bench] {engine} on {workload}: from {rows_path.name}")
+                results.append(done[(engine, workload)])
+                continue
             flags = engine_args(engine) + ["--workload", workload, "--repeat", str(args.repeat)]
             flags += ["--checkpoint", str(args.checkpoint)] if engine.startswith("torch") else ["--model", str(args.model)]
             if args.threads:
@@ -164,8 +180,7 @@ def run_matrix(args) -> list[dict]:
                 flags += ["--max-queries", str(max_q)]
             if max_d:
                 flags += ["--max-docs", str(max_d)]
-            if args.quick:
-                flags += ["--warmup-docs", "2"]
+            flags += ["--warmup-docs", str(1 if engine.startswith("js") else args.warmup_docs)]
             _log(f"[bench] {engine} on {workload} ...")
             result = run_worker(flags, timeout=args.timeout)
             result["name"] = engine
@@ -178,6 +193,8 @@ def run_matrix(args) -> list[dict]:
                     f"RSS {result['peak_rss_mb']:.0f} MB, load {result['load_s']:.1f} s"
                 )
             results.append(result)
+            with rows_path.open("a") as handle:
+                handle.write(json.dumps(result) + "\n")
     return results
 
 
@@ -329,19 +346,18 @@ def run_memory(args, dtypes=("q8", "fp32")) -> list[dict]:
 SWEEP = [
     {"intra_op_num_threads": 2, "enable_cpu_mem_arena": True, "enable_mem_pattern": True},
     {"intra_op_num_threads": 1, "enable_cpu_mem_arena": True, "enable_mem_pattern": True},
-    {"intra_op_num_threads": 2, "enable_cpu_mem_arena": False, "enable_mem_pattern": True},
-    {"intra_op_num_threads": 2, "enable_cpu_mem_arena": True, "enable_mem_pattern": False},
     {"intra_op_num_threads": 2, "enable_cpu_mem_arena": False, "enable_mem_pattern": False},
     {"intra_op_num_threads": 2, "config_entries": {"session.disable_prepacking": "1"}},
 ]
 
 
-def run_sweep(args, workload="1x100x128", max_docs=8) -> list[dict]:
+def run_sweep(args, workload="1x100x128", max_docs=4) -> list[dict]:
     rows = []
     for options in SWEEP if not args.quick else SWEEP[:2]:
         _log(f"[bench] sweep q8 {options} ...")
         flags = ["--engine", "ours", "--dtype", args.sweep_dtype, "--model", str(args.model), "--workload", workload,
                  "--max-docs", str(max_docs), "--session-options", json.dumps(options), "--repeat", str(args.repeat),
+                 "--warmup-docs", "2",
                  "--no-prefix-reuse"]
         result = run_worker(flags, timeout=args.timeout)
         result["name"] = f"ours-{args.sweep_dtype}-fast"
@@ -397,6 +413,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="small workloads, our fp32 engines, no extras (tests, tiny model)")
     p.add_argument("--all-pairs", action="store_true", help="run every engine on every pair of every workload")
     p.add_argument("--extras", default=None, help="comma-separated: gemm,startup,memory,sweep,profile (default: all; quick: none)")
+    p.add_argument("--warmup-docs", type=int, default=2, help="documents in each untimed warm-up call (js: 1)")
+    p.add_argument("--resume", action="store_true", help="reuse the measured rows of rows.jsonl in --out")
     p.add_argument("--sweep-dtype", default="q8")
     p.add_argument("--memory-dtypes", default="q8,fp32", help="dtypes scored on an 8,192-token document")
     p.add_argument("--force-bf16", action="store_true", help="run torch-bf16 even without CPU bf16 support")
