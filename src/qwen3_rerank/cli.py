@@ -15,6 +15,7 @@ from . import __version__
 from .errors import RerankError
 from .export import commands as export_commands
 from .files import DEFAULT_MODEL, DTYPES
+from .bench import commands as bench_commands
 from .server import commands as server_commands
 
 EXIT_USAGE = 2
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.set_defaults(handler=_cmd_optimize)
     export_commands.register(commands)
     server_commands.register(commands)
+    bench_commands.register(commands)
     from . import extras_commands  # imports this module's helpers, so not at the top
 
     extras_commands.register(commands)  # eval, batch

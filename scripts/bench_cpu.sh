@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Regenerates every figure under docs/benchmarks/cpu-0.6B/ (results.json, PNG plots, summary.md)
+# with one command, on this machine:
+#
+#   scripts/bench_cpu.sh                 # the full run (about 35-40 minutes on 2 cores)
+#   scripts/bench_cpu.sh --quick         # a smoke run
+#
+# MODEL: the ONNX folder (published layout: fp32/fp16/q8/q4) exported by `qwen3-rerank export`;
+# CHECKPOINT: the PyTorch checkpoint it was exported from (a full-size random-weight model with the
+# real Qwen3-Reranker-0.6B configuration; weight values do not change speed). Both are made here
+# when missing. Extra arguments go to `qwen3-rerank bench`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${MODEL:-/work/big/qwen3-reranker-0.6B-random-onnx}
+CHECKPOINT=${CHECKPOINT:-/work/big/qwen3-reranker-0.6B-random}
+TOKENIZER=${TOKENIZER:-/work/shared/qwen3-tokenizer}
+OUT=${OUT:-docs/benchmarks/cpu-0.6B}
+
+if [ ! -f "$CHECKPOINT/config.json" ]; then
+  python -c "from qwen3_rerank.export.random_model import make_random_checkpoint as m; m('$CHECKPOINT', '$TOKENIZER', size='0.6B', seed=0)"
+fi
+if [ ! -f "$MODEL/onnx/model_quantized.onnx" ]; then
+  qwen3-rerank export "$CHECKPOINT" --out "$MODEL"
+fi
+# Transformers.js v4 (pinned by package-lock.json), CPU only.
+(cd src/qwen3_rerank/bench/js && ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci --no-audit --no-fund --loglevel=error)
+
+qwen3-rerank bench --model "$MODEL" --checkpoint "$CHECKPOINT" --out "$OUT" "$@"

@@ -1,0 +1,193 @@
+"""Plots (PNG, matplotlib) and the markdown summary of a benchmark report (``results.json``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _rows(report: dict, workload: str) -> list[dict]:
+    return [r for r in report.get("results", []) if r.get("workload", {}).get("name") == workload and "pairs_per_s" in r]
+
+
+def _workloads(report: dict) -> list[str]:
+    seen: list[str] = []
+    for r in report.get("results", []):
+        name = r.get("workload", {}).get("name")
+        if name and name not in seen:
+            seen.append(name)
+    return seen
+
+
+def write_plots(report: dict, out: Path) -> list[str]:
+    """One throughput, one latency and one memory chart per workload, plus GFLOP/s vs ceilings."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    for workload in _workloads(report):
+        rows = _rows(report, workload)
+        if not rows:
+            continue
+        names = [r["name"] for r in rows]
+        colors = [_color(n) for n in names]
+        fig, axes = plt.subplots(1, 3, figsize=(16, 0.45 * len(rows) + 1.8))
+        ax = axes[0]
+        ax.barh(names, [r["pairs_per_s"] for r in rows], color=colors)
+        ax.set_xlabel("pairs/s (higher is better)")
+        ax.invert_yaxis()
+        ax = axes[1]
+        ax.barh(names, [r["latency_p50_s"] for r in rows], color=colors, label="p50")
+        ax.scatter([r["latency_p95_s"] for r in rows], names, color="black", marker="|", s=200, label="p95")
+        ax.set_xlabel("seconds per call (query with its documents, as run)")
+        ax.invert_yaxis()
+        ax.legend(loc="lower right")
+        ax.set_yticklabels([])
+        ax = axes[2]
+        ax.barh(names, [r["peak_rss_mb"] for r in rows], color=colors)
+        ax.axvline(1024, color="red", linestyle="--", linewidth=1)
+        ax.set_xlabel("peak RSS, MB (red: 1 GB target)")
+        ax.invert_yaxis()
+        ax.set_yticklabels([])
+        fig.suptitle(f"Qwen3-Reranker-0.6B (random weights), CPU, workload {workload} (queries x docs x tokens)")
+        fig.tight_layout()
+        path = out / f"workload-{workload}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path.name)
+
+    gemm = report.get("gemm", {}).get("kernels", {})
+    ours = [r for r in report.get("results", []) if r.get("name", "").startswith("ours-") and "executed_gflops" in r]
+    if gemm and ours:
+        fig, ax = plt.subplots(figsize=(10, 0.35 * (len(ours) + len(gemm)) + 1.5))
+        labels = [f"{r['name']} @ {r['workload']['name']}" for r in ours] + [f"ceiling {k}" for k in gemm]
+        values = [r["executed_gflops"] for r in ours] + [v["gflops"] for v in gemm.values()]
+        ax.barh(labels, values, color=[_color(r["name"]) for r in ours] + ["#999999"] * len(gemm))
+        ax.set_xlabel("achieved GFLOP/s (linears + attention; int8: GOP/s) vs measured GEMM ceilings")
+        ax.invert_yaxis()
+        fig.tight_layout()
+        path = out / "gflops.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path.name)
+    return written
+
+
+def _color(name: str) -> str:
+    if name.startswith("torch"):
+        return "#d62728"
+    if name.startswith("js"):
+        return "#ff7f0e"
+    return {"fast": "#1f77b4", "sg": "#6baed6", "plain": "#c6dbef"}.get(name.rsplit("-", 1)[-1], "#1f77b4")
+
+
+def _loadavg(row: dict) -> str:
+    values = row.get("loadavg_1m")
+    return "–" if not values else "/".join(f"{v:.1f}" for v in values)
+
+
+def _f(value, fmt="{:.2f}") -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def summary_markdown(report: dict) -> str:
+    lines = [
+        "# CPU benchmark: Qwen3-Reranker-0.6B configuration, random weights",
+        "",
+        f"Machine: {report['machine'].get('model')}, {report['machine'].get('cores')} cores, "
+        f"avx2={report['machine'].get('avx2')}, avx512={report['machine'].get('avx512f')}, "
+        f"bf16={report['machine'].get('bf16')}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items() if v),
+        "",
+        f"Command: `{report.get('command')}` ({report.get('wall_s', 0) / 60:.1f} min). "
+        "Each engine × workload ran in its own process, one after another. A call is one query with its "
+        "documents, tokenization included; throughput is over the timed calls after an untimed warm-up call. "
+        "'pairs run' is how many (query, document) pairs were timed: slow engines ran the first documents "
+        "(and queries) of a workload only, to fit the run in its time (see `plan` in results.json); "
+        "pairs/s is per pair, so this changes how long a figure took to measure, and the latency is per "
+        "call as run. 'load avg' is the machine's 1-minute load average before/after the run: the "
+        "machine is shared, and a load above 2 means other processes took part of the 2 cores.",
+        "",
+    ]
+    for workload in _workloads(report):
+        rows = _rows(report, workload)
+        skipped = [r for r in report.get("results", []) if r.get("workload", {}).get("name") == workload and "pairs_per_s" not in r]
+        if not rows and not skipped:
+            continue
+        lines += [
+            f"## {workload} (queries × documents × document tokens)",
+            "",
+            "| engine | pairs run | pairs/s | tokens/s | p50 s/call | p95 s/call | peak RSS MB | load s | GFLOP/s | × torch fp32 | × torch ltk=1 | × js q8 | × js q4 | load avg |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            ratios = r.get("ratios", {})
+            lines.append(
+                f"| {r['name']} | {r['pairs']} | {r['pairs_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
+                f"{r['latency_p50_s']:.2f} | {r['latency_p95_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['load_s']:.1f} | "
+                f"{r['executed_gflops']:.0f} | {_f(ratios.get('vs_torch_fp32'))} | {_f(ratios.get('vs_torch_fp32_ltk1'))} | "
+                f"{_f(ratios.get('vs_js_q8'))} | {_f(ratios.get('vs_js_q4'))} | {_loadavg(r)} |"
+            )
+        for r in skipped:
+            lines.append(f"| {r.get('name')} | {r.get('skipped') or 'error: ' + r.get('error', '')[-120:].replace('|', '/').replace(chr(10), ' ')} |")
+        lines.append("")
+    targets = report.get("targets", {})
+    if targets:
+        lines += ["## Targets (issue item 6)", "", "| target | measured | wanted | met |", "|---|---|---|---|"]
+        for name, t in targets.items():
+            if name.startswith("_"):
+                continue
+            want = "–" if t["target"] is None else (("≤ " if t.get("lower_is_better") else "≥ ") + f"{t['target']:g}")
+            met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")
+            lines.append(f"| {name} | {_f(t['value'])} | {want} | {met} |")
+        used = targets.get("_variants_used")
+        if used:
+            lines += ["", "Variant used for each dtype (the fastest working score-graph one): "
+                      + ", ".join(f"{k}: {v}" for k, v in sorted(used.items())) + "."]
+        lines.append("")
+    gemm = report.get("gemm", {}).get("kernels", {})
+    if gemm:
+        lines += [
+            f"## Measured GEMM ceilings ({report['gemm'].get('rows')} rows × one layer's seven linears)",
+            "",
+            "| kernel | GFLOP/s (GOP/s) |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {v['gflops']:.0f} |" for k, v in gemm.items()]
+        lines.append("")
+    if report.get("startup"):
+        lines += ["## Cold vs warm start", "", "| engine | phase | load s | peak RSS MB |", "|---|---|---|---|"]
+        for r in report["startup"]:
+            lines.append(f"| {r.get('name')} | {r.get('phase')} | {_f(r.get('load_s'))} | {_f(r.get('peak_rss_mb'), '{:.0f}')} |")
+        lines.append("")
+    if report.get("memory_8k"):
+        lines += ["## Peak RSS at an 8,192-token document (default token budget 4,096)", "",
+                  "| engine | prompt tokens | seconds | peak RSS MB |", "|---|---|---|---|"]
+        for r in report["memory_8k"]:
+            lines.append(
+                f"| {r.get('name')} | {_f(r.get('mean_prompt_tokens'), '{:.0f}')} | {_f(r.get('seconds'), '{:.1f}')} | "
+                f"{_f(r.get('peak_rss_mb'), '{:.0f}')} |" if "error" not in r else f"| {r.get('name')} | error: {r['error'][-200:]} |"
+            )
+        lines.append("")
+    if report.get("session_sweep"):
+        lines += ["## Session options (q8 score graph)", "", "| options | pairs/s | peak RSS MB |", "|---|---|---|"]
+        for r in report["session_sweep"]:
+            lines.append(f"| `{r.get('session_options')}` | {_f(r.get('pairs_per_s'))} | {_f(r.get('peak_rss_mb'), '{:.0f}')} |")
+        lines.append("")
+    prof = report.get("profile", {})
+    if prof.get("by_op_type"):
+        lines += [f"## ORT profile, {prof.get('dtype')} score graph, {prof['workload']['name']} ({prof.get('pairs')} pairs)",
+                  "", "| op type | ms | share |", "|---|---|---|"]
+        for row in prof["by_op_type"][:15]:
+            lines.append(f"| {row['op_type']} | {row['ms']:.0f} | {100 * row['share']:.1f}% |")
+        lines.append("")
+    for plot in report.get("plots", []):
+        lines.append(f"![{plot}]({plot})")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(report: dict, path: Path) -> None:
+    path.write_text(summary_markdown(report), encoding="utf-8")

@@ -1,0 +1,382 @@
+"""One engine × one workload, in its own process; prints one JSON line.
+
+    python -m qwen3_rerank.bench.worker --engine ours --model DIR --dtype q8 --workload 1x100x128
+    python -m qwen3_rerank.bench.worker --engine torch --checkpoint DIR [--logits-to-keep] --workload ...
+    python -m qwen3_rerank.bench.worker --engine js --model DIR --dtype q4 --workload ...
+
+Every engine scores the same texts (see :mod:`workloads`). One *call* is one query with its
+documents, tokenization included; the figures are taken over the timed calls, after an untimed
+warm-up call on a few documents. Peak RSS is the process's ``ru_maxrss`` (for ``js``, Node's own
+``maxRSS``), so it includes the loaded model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .flops import QWEN3_06B, workload_flops
+from .workloads import get_workload, make_inputs
+
+JS_DIR = Path(__file__).resolve().parent / "js"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _tokenizer(folder: Path):
+    from ..files import _read_json
+    from ..tokenize import PromptTokenizer
+
+    tok_config = folder / "tokenizer_config.json"
+    pad = None
+    if tok_config.is_file():
+        pad = _read_json(tok_config).get("pad_token")
+        pad = pad.get("content") if isinstance(pad, dict) else pad
+    return PromptTokenizer.from_file(folder / "tokenizer.json", pad_token=pad)
+
+
+def _config(folder: Path) -> dict:
+    path = folder / "config.json"
+    return {**QWEN3_06B, **json.loads(path.read_text())} if path.is_file() else dict(QWEN3_06B)
+
+
+def _select(calls, max_queries: int | None, max_docs: int | None):
+    calls = calls[: max_queries or None]
+    return [(q, docs[: max_docs or None]) for q, docs in calls]
+
+
+def _summary(latencies: list[float], seconds: float, pairs: int, tokens: int) -> dict:
+    lat = np.asarray(latencies, dtype=np.float64)
+    return {
+        "calls": len(latencies),
+        "pairs": pairs,
+        "tokens": tokens,
+        "seconds": seconds,
+        "pairs_per_s": pairs / seconds,
+        "tokens_per_s": tokens / seconds,
+        "latency_p50_s": float(np.percentile(lat, 50)),
+        "latency_p95_s": float(np.percentile(lat, 95)),
+        "latency_mean_s": float(lat.mean()),
+    }
+
+
+# -- engines ---------------------------------------------------------------------------------------
+
+
+def _session_reranker(args, files, tokenizer, session_options: dict):
+    """A Reranker whose ONNX Runtime session takes explicit options (the session-option sweep)."""
+    import onnxruntime as ort
+
+    from ..engine import OnnxEngine
+    from ..reranker import Reranker, _score_graph_or_full
+
+    if args.onnx_path:  # e.g. a graph ONNX Runtime saved already optimized (cold/warm start study)
+        path = Path(args.onnx_path)
+    else:
+        path = _score_graph_or_full(files.onnx, tokenizer) if args.score_graph else files.onnx
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    for key, value in session_options.items():
+        if key == "graph_optimization_level":
+            options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, value)
+        elif key == "config_entries":
+            for name, entry in value.items():
+                options.add_session_config_entry(name, str(entry))
+        else:
+            setattr(options, key, value)
+    # Built like OnnxEngine.__init__ does, with these options instead of its defaults.
+    engine = OnnxEngine.__new__(OnnxEngine)
+    engine.path = Path(path)
+    engine.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    engine._introspect(files.config)
+    return Reranker(engine, tokenizer, prefix_reuse=args.prefix_reuse, files=files)
+
+
+def run_ours(args, calls, warmup) -> dict:
+    from ..files import resolve_model
+    from ..reranker import Reranker
+
+    t0 = time.perf_counter()
+    session_options = json.loads(args.session_options) if args.session_options else {}
+    if args.profile:
+        session_options["enable_profiling"] = True
+        session_options["profile_file_prefix"] = args.profile
+    if session_options:
+        files = resolve_model(args.model, args.dtype)
+        tokenizer = _tokenizer(files.root)
+        if args.threads:
+            session_options.setdefault("intra_op_num_threads", args.threads)
+            session_options.setdefault("inter_op_num_threads", 1)
+        reranker = _session_reranker(args, files, tokenizer, session_options)
+    else:
+        reranker = Reranker.from_pretrained(
+            args.model,
+            dtype=args.dtype,
+            threads=args.threads,
+            score_graph=args.score_graph,
+            prefix_reuse=args.prefix_reuse,
+            max_batch_tokens=args.max_batch_tokens,
+            batch_size=args.batch_size,
+        )
+    load_s = time.perf_counter() - t0
+    out = {"load_s": load_s, "rss_after_load_mb": _peak_rss_mb()}
+    out["score_graph_active"] = reranker.engine.is_score_graph
+    out["prefix_reuse_active"] = reranker.prefix_reuse
+    out["onnx_file"] = reranker.engine.path.name
+    if args.load_only:
+        return out
+    if warmup:
+        reranker.score(*warmup)
+    latencies, pairs, segments, first = [], 0, [], None
+    start = time.perf_counter()
+    for _ in range(args.repeat):
+        for query, docs in calls:
+            c0 = time.perf_counter()
+            scores = reranker.score(query, docs)
+            latencies.append(time.perf_counter() - c0)
+            pairs += len(docs)
+            first = first or scores[:4]
+    seconds = time.perf_counter() - start
+    # What the engine actually ran, for the FLOP count (prefix once per call when it is reused).
+    for _ in range(args.repeat):
+        for query, docs in calls:
+            request = reranker.prepare(query, docs)
+            reuse = [i for i, ok in enumerate(request.reuses_prefix) if ok] if reranker.prefix_reuse else []
+            if len(reuse) < 2:
+                reuse = []
+            if reuse:
+                segments.append((request.shared_prefix, 0))
+            for i, seq in enumerate(request.sequences):
+                segments.append((len(seq) - request.shared_prefix, request.shared_prefix) if i in reuse else (len(seq), 0))
+    if args.profile:
+        out["profile_file"] = reranker.engine.session.end_profiling()
+    out.update(latencies_s=latencies, seconds=seconds, pairs=pairs, first_scores=first, executed_segments=segments)
+    return out
+
+
+def run_torch(args, calls, warmup) -> dict:
+    """The model card's PyTorch recipe (transformers), batches of ``--batch`` pairs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..prompt import PREFIX, SUFFIX, format_content
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.torch_dtype]
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(args.checkpoint), padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(str(args.checkpoint), dtype=dtype).eval()
+    load_s = time.perf_counter() - t0
+    out = {"load_s": load_s, "rss_after_load_mb": _peak_rss_mb(), "torch": torch.__version__}
+    if args.load_only:
+        return out
+    max_length = 8192
+    yes = tokenizer.convert_tokens_to_ids("yes")
+    no = tokenizer.convert_tokens_to_ids("no")
+    prefix_tokens = tokenizer.encode(PREFIX, add_special_tokens=False)
+    suffix_tokens = tokenizer.encode(SUFFIX, add_special_tokens=False)
+
+    def process_inputs(pairs):
+        inputs = tokenizer(
+            pairs,
+            padding=False,
+            truncation="longest_first",
+            return_attention_mask=False,
+            max_length=max_length - len(prefix_tokens) - len(suffix_tokens),
+        )
+        for i, ele in enumerate(inputs["input_ids"]):
+            inputs["input_ids"][i] = prefix_tokens + ele + suffix_tokens
+        return tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=max_length)
+
+    @torch.no_grad()
+    def compute_scores(query, docs):
+        scores = []
+        for s in range(0, len(docs), args.batch):
+            inputs = process_inputs([format_content(query, d) for d in docs[s : s + args.batch]])
+            kwargs = {"logits_to_keep": 1} if args.logits_to_keep else {}
+            batch_scores = model(**inputs, **kwargs).logits[:, -1, :]
+            true_vector = batch_scores[:, yes]
+            false_vector = batch_scores[:, no]
+            batch_scores = torch.stack([false_vector, true_vector], dim=1).float()
+            batch_scores = torch.nn.functional.log_softmax(batch_scores, dim=1)
+            scores.extend(batch_scores[:, 1].exp().tolist())
+        return scores
+
+    if warmup:
+        compute_scores(*warmup)
+    latencies, pairs, first = [], 0, None
+    start = time.perf_counter()
+    for _ in range(args.repeat):
+        for query, docs in calls:
+            c0 = time.perf_counter()
+            scores = compute_scores(query, docs)
+            latencies.append(time.perf_counter() - c0)
+            pairs += len(docs)
+            first = first or scores[:4]
+    seconds = time.perf_counter() - start
+    out.update(latencies_s=latencies, seconds=seconds, pairs=pairs, first_scores=first)
+    return out
+
+
+def run_js(args, calls, warmup) -> dict:
+    """Transformers.js v4 in Node (``js/bench.mjs``); Node's own timings and maxRSS."""
+    from ..prompt import format_prompt
+
+    if not (JS_DIR / "node_modules" / "@huggingface" / "transformers").is_dir():
+        raise SystemExit(
+            f"Transformers.js is not installed: run 'ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm ci' in {JS_DIR}"
+        )
+    spec = {
+        "model_dir": str(Path(args.model).resolve()),
+        "dtype": args.dtype,
+        "calls": [[format_prompt(q, d) for d in docs] for q, docs in calls],
+        "warmup": [format_prompt(warmup[0], d) for d in warmup[1]] if warmup else [],
+        "repeat": args.repeat,
+        "batch": args.batch if args.batch_given else 1,
+        "threads": args.threads,
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(spec, handle)
+    try:
+        proc = subprocess.run(
+            ["node", str(JS_DIR / "bench.mjs"), handle.name], capture_output=True, text=True, cwd=JS_DIR
+        )
+    finally:
+        os.unlink(handle.name)
+    if proc.returncode != 0:
+        raise SystemExit(f"node failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1]
+    result = json.loads(line)
+    result["js_stderr_tail"] = proc.stderr.strip()[-500:]
+    return result
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m qwen3_rerank.bench.worker", description=__doc__.splitlines()[0])
+    p.add_argument("--engine", choices=("ours", "torch", "js"), required=True)
+    p.add_argument("--model", help="ONNX folder in the published layout (ours, js)")
+    p.add_argument("--checkpoint", help="PyTorch checkpoint folder (torch)")
+    p.add_argument("--dtype", default="q8")
+    p.add_argument("--torch-dtype", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--score-graph", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--prefix-reuse", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--logits-to-keep", action="store_true", help="torch: logits_to_keep=1")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None, help="torch: pairs per forward (8); js: prompts per call (1)")
+    p.add_argument("--batch-size", type=int, default=32, help="ours: most pairs per batch")
+    p.add_argument("--max-batch-tokens", type=int, default=4096, help="ours: token budget per batch")
+    p.add_argument("--session-options", default=None, help="ours: JSON of onnxruntime SessionOptions attributes")
+    p.add_argument("--onnx-path", default=None, help="ours with --session-options: load this ONNX file instead")
+    p.add_argument("--profile", default=None, help="ours: write an ORT profile with this file prefix")
+    p.add_argument("--workload", required=True)
+    p.add_argument("--max-queries", type=int, default=None)
+    p.add_argument("--max-docs", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--warmup-docs", type=int, default=4, help="documents in the untimed warm-up call (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--load-only", action="store_true", help="only load the model (cold/warm start)")
+    p.add_argument("--label", default=None)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    args.batch_given = args.batch is not None
+    if args.batch is None:
+        args.batch = 8
+    if args.engine in ("ours", "js") and not args.model:
+        raise SystemExit("--model is needed for this engine")
+    if args.engine == "torch" and not args.checkpoint:
+        raise SystemExit("--checkpoint is needed for the torch engine")
+    folder = Path(args.model or args.checkpoint)
+    tokenizer = _tokenizer(folder)
+    workload = get_workload(args.workload)
+    calls = _select(make_inputs(workload, tokenizer, seed=args.seed), args.max_queries, args.max_docs)
+    warmup = (calls[0][0], calls[0][1][: args.warmup_docs]) if args.warmup_docs > 0 else None
+    runner = {"ours": run_ours, "torch": run_torch, "js": run_js}[args.engine]
+    load_before = os.getloadavg()[0]
+    raw = runner(args, calls, warmup)
+
+    result = {
+        "engine": args.engine,
+        "label": args.label,
+        "workload": workload.to_dict(),
+        "dtype": args.torch_dtype if args.engine == "torch" else args.dtype,
+        "threads": args.threads,
+        "repeat": args.repeat,
+        "max_queries": args.max_queries,
+        "max_docs": args.max_docs,
+        "load_s": raw["load_s"],
+        # 1-minute load average before and after: other processes on this (shared) machine.
+        "loadavg_1m": [load_before, os.getloadavg()[0]],
+    }
+    if args.engine == "ours":
+        result.update(score_graph=args.score_graph, prefix_reuse=args.prefix_reuse)
+        for key in ("score_graph_active", "prefix_reuse_active", "onnx_file", "rss_after_load_mb", "profile_file"):
+            if key in raw:
+                result[key] = raw[key]
+        if args.session_options:
+            result["session_options"] = json.loads(args.session_options)
+    elif args.engine == "torch":
+        result.update(logits_to_keep=1 if args.logits_to_keep else None, batch=args.batch, torch=raw.get("torch"))
+    else:
+        result.update(batch=raw.get("batch"), transformers_js=raw.get("transformers_js"))
+    if args.load_only:
+        result["peak_rss_mb"] = _peak_rss_mb()
+        print(json.dumps(result))
+        return 0
+
+    config = _config(folder)
+    lengths = []
+    from ..prompt import format_content
+
+    for query, docs in calls:
+        lengths.append([len(s) for s in tokenizer.encode_contents([format_content(query, d) for d in docs], 8192)])
+    tokens = sum(map(sum, lengths)) * args.repeat
+    result.update(_summary(raw["latencies_s"], raw["seconds"], raw["pairs"], tokens))
+    result["pairs_per_call"] = [len(docs) for _, docs in calls]
+    result["mean_prompt_tokens"] = tokens / raw["pairs"]
+    result["peak_rss_mb"] = raw["peak_rss_mb"] if args.engine == "js" else _peak_rss_mb()
+    full_segments = [(n, 0) for row in lengths for n in row] * args.repeat
+    lm_rows = 0
+    if args.engine in ("torch", "js") and not args.logits_to_keep:
+        # full logits at every position of every padded row
+        if args.engine == "js" and result.get("batch", 1) == 1:
+            lm_rows = tokens
+        else:
+            lm_rows = sum(
+                len(row[s : s + args.batch]) * max(row[s : s + args.batch])
+                for row in lengths
+                for s in range(0, len(row), args.batch)
+            ) * args.repeat
+    elif args.engine == "torch":
+        lm_rows = raw["pairs"]
+    work = workload_flops(config, full_segments, lm_head_rows=lm_rows)
+    executed = workload_flops(config, raw.get("executed_segments") or full_segments, lm_head_rows=lm_rows)
+    result["flops"] = {"work": work, "executed": executed}
+    result["effective_gflops"] = work["model_gflop"] / raw["seconds"]
+    result["executed_gflops"] = executed["model_gflop"] / raw["seconds"]
+    result["executed_linear_gflops"] = executed["linear_gflop"] / raw["seconds"]
+    result["latencies_s"] = raw["latencies_s"]
+    result["first_scores"] = raw.get("first_scores")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
