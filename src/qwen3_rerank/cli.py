@@ -99,6 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def reranker_from_args(args: argparse.Namespace, **options):
+    """The :class:`Reranker` that the options of :func:`_add_model_options` describe."""
+    from .reranker import Reranker
+
+    return Reranker.from_pretrained(
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        threads=args.threads,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+        **options,
+    )
+
+
 def read_documents(source: str) -> list[str]:
     """Documents from a file (or ``-`` for stdin): JSON lines with ``text``, or one per line."""
     if source == "-":
@@ -142,8 +158,6 @@ def _looks_like_jsonl(text: str) -> bool:
 
 
 def _cmd_rerank(args: argparse.Namespace) -> int:
-    from .reranker import Reranker
-
     documents = list(args.documents)
     if args.docs is not None:
         documents += read_documents(args.docs)
@@ -152,16 +166,7 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
     if args.dtype not in DTYPES:
         raise UsageError(f"unknown dtype {args.dtype!r}; choose one of: {', '.join(DTYPES)}")
     show_progress = sys.stderr.isatty() if args.progress is None else args.progress
-    reranker = Reranker.from_pretrained(
-        args.model,
-        dtype=args.dtype,
-        device=args.device,
-        threads=args.threads,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-        show_progress=show_progress,
-    )
+    reranker = reranker_from_args(args, show_progress=show_progress)
     results = reranker.rerank(
         args.query,
         documents,

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from .cli import UsageError, _add_model_options, _positive_int
+from .cli import UsageError, _add_model_options, _positive_int, reranker_from_args
 from .files import DTYPES
 
 
@@ -70,7 +70,6 @@ def _register_eval(commands) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from . import evaluation
     from ._extras import require
-    from .reranker import Reranker
 
     _check_dtype(args.dtype)
     require("ir_measures", evaluation.EXTRA, "qwen3-rerank eval")
@@ -81,15 +80,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     measures = args.metric or evaluation.default_measures(args.top_k)
     evaluation.parse_measures(measures)  # a typo fails before the model loads
     show_progress = sys.stderr.isatty() if args.progress is None else args.progress
-    reranker = Reranker.from_pretrained(
-        args.model,
-        dtype=args.dtype,
-        device=args.device,
-        threads=args.threads,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-    )
+    reranker = reranker_from_args(args)
     report = evaluation.evaluate_reranker(
         reranker,
         dataset,
