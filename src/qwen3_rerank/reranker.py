@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -16,6 +16,8 @@ from .errors import InputError
 from .files import DEFAULT_MODEL, ModelFiles, resolve_model
 from .prompt import content_head, format_content
 from .tokenize import PromptTokenizer
+
+log = logging.getLogger("qwen3_rerank")
 
 DEFAULT_MAX_LENGTH = 8192
 DEFAULT_BATCH_SIZE = 32
@@ -474,7 +476,7 @@ def _score_graph_or_full(source, tokenizer: PromptTokenizer):
     try:
         return ensure_score_graph(source, tokenizer.yes_id, tokenizer.no_id)
     except (ScoreGraphError, OSError, ImportError) as exc:
-        warnings.warn(f"using the full graph of {source.name}: no score graph ({exc})", stacklevel=3)
+        log.warning("qwen3-rerank: using the full graph of %s: no score graph (%s)", source.name, exc)
         return source
 
 
