@@ -101,7 +101,14 @@ def _session_reranker(args, files, tokenizer, session_options: dict):
     engine.path = Path(path)
     engine.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     engine._introspect(files.config)
-    return Reranker(engine, tokenizer, prefix_reuse=args.prefix_reuse, files=files)
+    return Reranker(
+        engine,
+        tokenizer,
+        prefix_reuse=args.prefix_reuse,
+        files=files,
+        batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+    )
 
 
 def run_ours(args, calls, warmup) -> dict:
