@@ -91,12 +91,26 @@ def test_hub_repo_offline_and_not_cached(tmp_path):
 
 
 def _fake_hub_cache(cache_dir, repo_id, model_dir, commit="0123456789abcdef0123456789abcdef01234567"):
-    """The Hugging Face cache layout for ``repo_id``, as huggingface_hub writes it."""
+    """The Hugging Face cache layout for ``repo_id``, as huggingface_hub writes it: files in
+    ``blobs/`` and, in the snapshot, relative symbolic links to them."""
+    import hashlib
+    import os
+
     repo_folder = cache_dir / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo_folder / "snapshots" / commit
-    (repo_folder / "refs").mkdir(parents=True)
+    blobs = repo_folder / "blobs"
+    blobs.mkdir(parents=True)
+    (repo_folder / "refs").mkdir()
     (repo_folder / "refs" / "main").write_text(commit)
-    shutil.copytree(model_dir, snapshot)
+    for source in sorted(model_dir.rglob("*")):
+        if not source.is_file() or ".score." in source.name:
+            continue
+        data = source.read_bytes()
+        blob = blobs / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = snapshot / source.relative_to(model_dir)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
     return snapshot
 
 
@@ -105,7 +119,9 @@ def test_hub_repo_from_cache_offline(tmp_path, tiny_model_dir, reranker):
     snapshot = _fake_hub_cache(tmp_path, repo_id, tiny_model_dir)
     files = resolve_model(repo_id, "fp32", cache_dir=tmp_path, local_files_only=True)
     assert files.root == snapshot and files.onnx == snapshot / "onnx" / "model.onnx"
+    assert (snapshot / "onnx" / "model.onnx_data").is_symlink()
     rr = Reranker.from_pretrained(repo_id, dtype="fp32", cache_dir=tmp_path, local_files_only=True)
+    assert rr.engine.is_score_graph  # built from symlinked files, as the HF cache has them
     docs = ["Paris is in France.", "Berlin is in Germany."]
     np.testing.assert_allclose(rr.score("capital?", docs), reranker.score("capital?", docs), atol=1e-7)
 

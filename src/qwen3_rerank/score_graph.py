@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import ModelLoadError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 OUTPUT = "yes_no_logits"
 _LM_OPS = ("MatMul", "Gemm", "MatMulNBits", "MatMulInteger")
 _SINGLE_NODE_NORMS = {
@@ -94,6 +94,9 @@ def cached_score_graph(source: Path, yes_id: int, no_id: int) -> Path | None:
         return None
     if meta.get("data_stamps") != _data_stamps(source):
         return None
+    own = target.with_name(target.name + "_data")
+    if meta.get("own_data_size") != (own.stat().st_size if own.is_file() else None):
+        return None  # the score graph's own weight file is missing or was cut
     if meta.get("source_stamp") != _stamp(source) and meta.get("source_sha256") != file_sha256(source):
         return None
     return target
@@ -120,6 +123,7 @@ def ensure_score_graph(source: Path, yes_id: int, no_id: int, *, keep_present: b
     except Exception as exc:  # unreadable protobuf, missing external data, ...
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ScoreGraphError(f"cannot build the score graph of {source.name}: {text}") from None
+    own = target.with_name(target.name + "_data")
     meta = {
         "format_version": FORMAT_VERSION,
         "source": source.name,
@@ -129,6 +133,7 @@ def ensure_score_graph(source: Path, yes_id: int, no_id: int, *, keep_present: b
         "yes_no_ids": [yes_id, no_id],
         "keep_present": keep_present,
         "group_query_attention": uses_gqa,
+        "own_data_size": own.stat().st_size if own.is_file() else None,
     }
     tmp = _sidecar(target).with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -170,15 +175,43 @@ class _Graph:
 
     def constant_array(self, name: str, base_dir: Path) -> np.ndarray | None:
         """The value of an initializer, or of a ``Transpose`` of one (tied embeddings)."""
-        from onnx import numpy_helper
-
         if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name], base_dir=str(base_dir))
+            return _tensor_value(self.initializers[name], base_dir)
         node = self.producer.get(name)
         if node is not None and node.op_type == "Transpose" and node.input[0] in self.initializers:
             perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-            return np.transpose(numpy_helper.to_array(self.initializers[node.input[0]], base_dir=str(base_dir)), perm)
+            return np.transpose(_tensor_value(self.initializers[node.input[0]], base_dir), perm)
         return None
+
+
+def _tensor_value(tensor, base_dir: Path) -> np.ndarray:
+    """An initializer's value, reading external data ourselves.
+
+    ``onnx`` refuses external data behind a symbolic link, and the Hugging Face cache is made of
+    symbolic links (snapshot files point into ``blobs/``); ONNX Runtime follows them, so do we.
+    Only a plain relative location inside the model folder is accepted.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    if tensor.data_location != TensorProto.EXTERNAL:
+        return numpy_helper.to_array(tensor)
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = Path(info["location"])
+    if location.is_absolute() or ".." in location.parts:
+        raise ScoreGraphError(f"external data location {info['location']!r} is outside the model folder")
+    offset = int(info.get("offset", 0))
+    length = int(info["length"]) if "length" in info else -1
+    with open(base_dir / location, "rb") as handle:
+        handle.seek(offset)
+        raw = handle.read(length)
+    if length >= 0 and len(raw) != length:
+        raise ScoreGraphError(f"external data of {tensor.name} is truncated in {location}")
+    inline = TensorProto()
+    inline.CopyFrom(tensor)
+    del inline.external_data[:]
+    inline.data_location = TensorProto.DEFAULT
+    inline.raw_data = raw
+    return numpy_helper.to_array(inline)
 
 
 def _attr(node, name, default=None):
@@ -392,10 +425,39 @@ def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool) -> bo
     _prune(graph)
     del graph.value_info[:]  # shapes changed; let the runtime infer them again
 
+    _inline_escaping_external_data(graph, base_dir, target.parent)
+    # Weights that were inline in the source go to an external file of the score graph's own:
+    # ONNX Runtime then does not hold the protobuf bytes and the tensors at once (a q8 file's
+    # resident size drops by about the size of its weights). Weights already external stay in
+    # the source's data file.
+    data = target.with_name(target.name + "_data")
+    data.unlink(missing_ok=True)  # onnx appends to an existing data file
     tmp = target.with_name(target.name + ".tmp")
-    onnx.save_model(model, str(tmp))
+    onnx.save_model(
+        model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
+        size_threshold=4096,
+    )
     os.replace(tmp, target)
     return any(node.op_type == "GroupQueryAttention" for node in graph.node)
+
+
+def _inline_escaping_external_data(graph, base_dir: Path, target_dir: Path) -> None:
+    """Load the weights whose data file resolves outside ``target_dir`` (a symbolic link into the
+    Hugging Face cache's ``blobs/``): ONNX Runtime refuses such paths for a graph file that is not
+    itself a link, so the score graph keeps its own copy of them."""
+    from onnx import TensorProto
+
+    allowed = os.path.realpath(target_dir)
+    for tensor in graph.initializer:
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        location = next(e.value for e in tensor.external_data if e.key == "location")
+        if os.path.dirname(os.path.realpath(base_dir / location)) == allowed:
+            continue
+        value = _tensor_value(tensor, base_dir)
+        del tensor.external_data[:]
+        tensor.data_location = TensorProto.DEFAULT
+        tensor.raw_data = np.ascontiguousarray(value).tobytes()
 
 
 def _insert_topologically(graph, new_nodes: Iterable) -> None:
