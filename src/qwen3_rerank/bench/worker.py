@@ -131,6 +131,7 @@ def run_ours(args, calls, warmup) -> dict:
         reranker = Reranker.from_pretrained(
             args.model,
             dtype=args.dtype,
+            device=args.device,
             threads=args.threads,
             score_graph=args.score_graph,
             prefix_reuse=args.prefix_reuse,
@@ -184,9 +185,9 @@ def run_torch(args, calls, warmup) -> dict:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.torch_dtype]
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(args.checkpoint), padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(str(args.checkpoint), dtype=dtype).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(args.checkpoint), dtype=dtype).eval().to(args.device)
     load_s = time.perf_counter() - t0
-    out = {"load_s": load_s, "rss_after_load_mb": _peak_rss_mb(), "torch": torch.__version__}
+    out = {"load_s": load_s, "rss_after_load_mb": _peak_rss_mb(), "torch": torch.__version__, "device": args.device}
     if args.load_only:
         return out
     max_length = 8192
@@ -211,7 +212,7 @@ def run_torch(args, calls, warmup) -> dict:
     def compute_scores(query, docs):
         scores = []
         for s in range(0, len(docs), args.batch):
-            inputs = process_inputs([format_content(query, d) for d in docs[s : s + args.batch]])
+            inputs = process_inputs([format_content(query, d) for d in docs[s : s + args.batch]]).to(args.device)
             kwargs = {"logits_to_keep": 1} if args.logits_to_keep else {}
             batch_scores = model(**inputs, **kwargs).logits[:, -1, :]
             true_vector = batch_scores[:, yes]
@@ -284,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix-reuse", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--logits-to-keep", action="store_true", help="torch: logits_to_keep=1")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="ours: cpu, cuda, cuda:N; torch: a torch device")
     p.add_argument("--batch", type=int, default=None, help="torch: pairs per forward (8); js: prompts per call (1)")
     p.add_argument("--batch-size", type=int, default=32, help="ours: most pairs per batch")
     p.add_argument("--max-batch-tokens", type=int, default=4096, help="ours: token budget per batch")
