@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +76,7 @@ class OnnxEngine:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         io_binding: bool | None = None,
+        session_options: Mapping[str, object] | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -99,6 +100,14 @@ class OnnxEngine:
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        for key, value in (session_options or {}).items():  # overrides, e.g. for measurements
+            if key == "graph_optimization_level" and isinstance(value, str):
+                options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, value)
+            elif key == "config_entries":
+                for name, entry in dict(value).items():
+                    options.add_session_config_entry(name, str(entry))
+            else:
+                setattr(options, key, value)
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=provider_list)
         except Exception as exc:

@@ -76,31 +76,19 @@ def _summary(latencies: list[float], seconds: float, pairs: int, tokens: int) ->
 
 def _session_reranker(args, files, tokenizer, session_options: dict):
     """A Reranker whose ONNX Runtime session takes explicit options (the session-option sweep)."""
-    import onnxruntime as ort
-
     from ..engine import OnnxEngine
     from ..reranker import Reranker, _score_graph_or_full
+    from ..score_graph import score_graph_record
 
     if args.onnx_path:  # e.g. a graph ONNX Runtime saved already optimized (cold/warm start study)
         path = Path(args.onnx_path)
     else:
         path = _score_graph_or_full(files.onnx, tokenizer) if args.score_graph else files.onnx
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    for key, value in session_options.items():
-        if key == "graph_optimization_level":
-            options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, value)
-        elif key == "config_entries":
-            for name, entry in value.items():
-                options.add_session_config_entry(name, str(entry))
-        else:
-            setattr(options, key, value)
-    # Built like OnnxEngine.__init__ does, with these options instead of its defaults.
-    engine = OnnxEngine.__new__(OnnxEngine)
-    engine.path = Path(path)
-    engine.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    engine._introspect(files.config)
+    engine = OnnxEngine(path, config=files.config, session_options=session_options)
+    if engine.is_score_graph and score_graph_record(files.onnx.with_name(files.onnx.stem + ".score.onnx")).get(
+        "group_query_attention"
+    ):
+        engine.max_batch_with_past = 1
     return Reranker(
         engine,
         tokenizer,
