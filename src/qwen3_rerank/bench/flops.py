@@ -11,15 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-QWEN3_06B = dict(
-    hidden_size=1024,
-    intermediate_size=3072,
-    num_hidden_layers=28,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    head_dim=128,
-    vocab_size=151669,
-)
+from ..export.random_model import CONFIGS
+
+#: The shapes the FLOP count needs, from the real Qwen3-Reranker-0.6B configuration.
+QWEN3_06B = {
+    key: CONFIGS["0.6B"][key]
+    for key in (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "vocab_size",
+    )
+}
 
 
 def linear_shapes(config: dict) -> list[tuple[int, int]]:
