@@ -303,15 +303,11 @@ class Reranker:
         if max_doc_tokens is not None:
             pairs = [(q, self.tokenizer.cut_text(d, max_doc_tokens)) for q, d in pairs]
         contents = [format_content(q, d, instruction) for q, d in pairs]
-        budget = self.tokenizer.content_budget(self.max_length)
-        lengths = self.tokenizer.count_content_tokens(contents)
-        sequences = self.tokenizer.encode_contents(contents, self.max_length, truncate=truncate)
+        sequences, cut = self.tokenizer.encode_contents_marking_cuts(contents, self.max_length, truncate=truncate)
         shared, reuses = 0, [False] * len(sequences)
         if query is not None:
             shared, reuses = self.tokenizer.shared_prefix(sequences, content_head(query, instruction))
-        return ScoringRequest(
-            tuple(tuple(s) for s in sequences), tuple(n > budget for n in lengths), shared, tuple(reuses)
-        )
+        return ScoringRequest(tuple(tuple(s) for s in sequences), tuple(cut), shared, tuple(reuses))
 
     def rerank(
         self,

@@ -79,17 +79,24 @@ class PromptTokenizer:
 
         With ``truncate=False`` a content that does not fit raises :class:`InputError` instead.
         """
+        return self.encode_contents_marking_cuts(contents, max_length, truncate=truncate)[0]
+
+    def encode_contents_marking_cuts(
+        self, contents: Sequence[str], max_length: int, *, truncate: bool = True
+    ) -> tuple[list[list[int]], list[bool]]:
+        """:meth:`encode_contents`, and for each content whether it was cut (one tokenization)."""
         budget = self.content_budget(max_length)
         encodings = self.tokenizer.encode_batch(list(contents), add_special_tokens=False)
-        if not truncate:
-            too_long = [i for i, enc in enumerate(encodings) if len(enc.ids) + self.num_added_tokens > budget]
-            if too_long:
-                shown = ", ".join(map(str, too_long[:10])) + (" ..." if len(too_long) > 10 else "")
-                raise InputError(
-                    f"{len(too_long)} input(s) longer than max_length={max_length} tokens "
-                    f"(at index {shown}) and truncation is off"
-                )
-        return [self.prefix_ids + self._content_ids(enc, budget) + self.suffix_ids for enc in encodings]
+        cut = [len(enc.ids) + self.num_added_tokens > budget for enc in encodings]
+        if not truncate and any(cut):
+            too_long = [i for i, flag in enumerate(cut) if flag]
+            shown = ", ".join(map(str, too_long[:10])) + (" ..." if len(too_long) > 10 else "")
+            raise InputError(
+                f"{len(too_long)} input(s) longer than max_length={max_length} tokens "
+                f"(at index {shown}) and truncation is off"
+            )
+        sequences = [self.prefix_ids + self._content_ids(enc, budget) + self.suffix_ids for enc in encodings]
+        return sequences, cut
 
     def cut_text(self, text: str, max_tokens: int) -> str:
         """``text`` cut at a token boundary so that it holds about ``max_tokens`` tokens.
@@ -128,11 +135,6 @@ class PromptTokenizer:
         if len(encoding.ids) <= max_tokens:
             return text
         return text[encoding.offsets[len(encoding.ids) - max_tokens][0] :]
-
-    def count_content_tokens(self, contents: Sequence[str]) -> list[int]:
-        """Untruncated content lengths, with the tokens the post-processor adds."""
-        encodings = self.tokenizer.encode_batch(list(contents), add_special_tokens=False)
-        return [len(enc.ids) + self.num_added_tokens for enc in encodings]
 
     def _content_ids(self, encoding: Encoding, budget: int) -> list[int]:
         if self.num_added_tokens == 0:
