@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qwen3_rerank.batching import pad_left, plan_batches
+from qwen3_rerank.batching import pad, plan_batches
 
 
 @given(
@@ -34,7 +34,7 @@ def test_batches_are_not_needlessly_small():
 
 
 def test_pad_left():
-    ids, mask = pad_left([[1, 2, 3], [4], []], pad_id=9)
+    ids, mask = pad([[1, 2, 3], [4], []], pad_id=9, side="left")
     np.testing.assert_array_equal(ids, [[1, 2, 3], [9, 9, 4], [9, 9, 9]])
     np.testing.assert_array_equal(mask, [[1, 1, 1], [0, 0, 1], [0, 0, 0]])
     assert ids.dtype == np.int64 and mask.dtype == np.int64

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from qwen3_rerank import ModelLoadError
-from qwen3_rerank.batching import pad_left
+from qwen3_rerank.batching import pad
 from qwen3_rerank.engine import OnnxEngine, providers_for
 
 VOCAB = 11
@@ -48,7 +48,7 @@ def test_last_position_logits_for_either_output_shape(tmp_path, keep_all_positio
     table = _last_token_graph(tmp_path / "g.onnx", keep_all_positions=keep_all_positions)
     engine = OnnxEngine(tmp_path / "g.onnx")
     assert not engine.has_position_ids and engine.past_inputs == []
-    ids, mask = pad_left([[1, 2, 3], [4], [5, 9]], pad_id=0)
+    ids, mask = pad([[1, 2, 3], [4], [5, 9]], pad_id=0, side="left")
     logits = engine.last_logits(ids, mask)
     np.testing.assert_array_equal(logits, table[[3, 4, 9]])
 
@@ -66,7 +66,7 @@ def test_feeds_follow_the_declared_graph(tiny_model_dir):
     engine = OnnxEngine(tiny_model_dir / "onnx" / "model.onnx", config=config)
     assert engine.has_position_ids
     assert len(engine.past_inputs) == 2 * config["num_hidden_layers"]
-    ids, mask = pad_left([[7, 8, 9, 10], [7, 8]], pad_id=0)
+    ids, mask = pad([[7, 8, 9, 10], [7, 8]], pad_id=0, side="left")
     feed = engine.feeds(ids, mask)
     # Positions count real tokens only: left padding does not shift them.
     np.testing.assert_array_equal(feed["position_ids"], [[0, 1, 2, 3], [0, 0, 0, 1]])
@@ -77,7 +77,7 @@ def test_feeds_follow_the_declared_graph(tiny_model_dir):
 
 def test_heavy_left_padding_gives_no_nan(tiny_model_dir):
     engine = OnnxEngine(tiny_model_dir / "onnx" / "model.onnx")
-    ids, mask = pad_left([list(range(100, 400)), [100, 101]], pad_id=0)
+    ids, mask = pad([list(range(100, 400)), [100, 101]], pad_id=0, side="left")
     logits = engine.last_logits(ids, mask)
     assert np.isfinite(logits).all()
 

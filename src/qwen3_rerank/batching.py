@@ -54,7 +54,3 @@ def pad(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "left") -> 
             mask[row, cols] = 1
     return ids, mask
 
-
-def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`pad` on the left."""
-    return pad(sequences, pad_id, "left")

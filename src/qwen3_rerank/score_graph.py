@@ -340,19 +340,6 @@ def _norm_inputs(g: _Graph, hidden: str) -> tuple[list[str], list]:
     return [hidden], list(g.consumers[hidden])
 
 
-def build_score_graph(
-    source: str | os.PathLike[str],
-    target: str | os.PathLike[str],
-    yes_id: int,
-    no_id: int,
-    *,
-    keep_present: bool = True,
-) -> Path:
-    """Write the score graph of ``source`` to ``target`` (in the same folder: see module doc)."""
-    _build(source, target, yes_id, no_id, keep_present=keep_present)
-    return Path(target)
-
-
 def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool) -> bool:
     """Build the score graph; returns whether it uses GroupQueryAttention."""
     import onnx
