@@ -25,6 +25,13 @@ class PromptTokenizer:
     """Turns prompt contents into the exact token ids the model is fed."""
 
     def __init__(self, tokenizer: Tokenizer, *, pad_token: str | None = None) -> None:
+        # A tokenizer.json saved by ``transformers`` after a batched call carries that call's
+        # padding and truncation (e.g. left padding to the batch's longest, a max_length of 512);
+        # ``tokenizers`` would apply them to every encode, padding or cutting the content *inside*
+        # the prompt. The reference recipe sets both on every call, so a saved state never counts:
+        # this is the one place where every tokenizer of the package is made stateless.
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
         self.tokenizer = tokenizer
         self._check_qwen3()
         self.yes_id = self._single_id(YES_TOKEN)

@@ -2,8 +2,11 @@
 
 The ONNX side runs through :class:`qwen3_rerank.Reranker` itself, so batches are left-padded the
 way the runtime pads them (the probe documents differ a lot in length on purpose). The PyTorch side
-runs the checkpoint with ``transformers`` on the same token ids, one pair at a time and unpadded,
-so no padding or mask code is shared with what is checked.
+tokenizes the probes with the checkpoint's own ``transformers`` tokenizer the way the reference
+recipe does (padding and truncation set on the call, so no state saved in ``tokenizer.json``
+counts) and runs the checkpoint on those ids, one pair at a time and unpadded, so neither the
+tokenization nor the padding and mask code is shared with what is checked. Token ids that differ
+from the recipe's fail the verification on their own.
 
 Per variant the report has the max and mean |Δ| of the yes−no logit gap, whether every score is
 finite, the Spearman rank correlation per query (mean and minimum) and the share of queries whose
@@ -102,6 +105,29 @@ def _spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def reference_token_ids(reference: Path, contents: list[str], max_length: int) -> list[list[int]]:
+    """Prompt ids of ``contents`` as the reference recipe builds them with ``transformers``."""
+    from transformers import AutoTokenizer
+
+    from ..prompt import PREFIX, SUFFIX
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(reference))
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise VerifyError(f"cannot load the tokenizer of the reference checkpoint {reference}: {first}") from None
+    prefix = tokenizer.encode(PREFIX, add_special_tokens=False)
+    suffix = tokenizer.encode(SUFFIX, add_special_tokens=False)
+    encoded = tokenizer(
+        contents,
+        padding=False,
+        truncation="longest_first",
+        return_attention_mask=False,
+        max_length=max_length - len(prefix) - len(suffix),
+    )
+    return [prefix + list(ids) + suffix for ids in encoded["input_ids"]]
+
+
 def reference_gaps(reference: Path, sequences: list[list[int]], yes_id: int, no_id: int) -> list[float]:
     """yes−no logit gaps of the PyTorch checkpoint, one unpadded sequence at a time, float64."""
     import torch
@@ -160,6 +186,8 @@ def verify_model(
 
     variants: dict[str, dict] = {}
     sequences = yes_id = no_id = None
+    contents: list[str] = []
+    max_length = 0
     onnx_gaps: dict[str, list[float]] = {}
     for dtype in dtypes:
         reranker = Reranker.from_pretrained(model_dir, dtype=dtype, threads=threads, batch_size=64,
@@ -167,15 +195,21 @@ def verify_model(
         if sequences is None:
             tok = reranker.tokenizer
             contents = [format_content(q, d) for q, docs in PROBES for d in docs]
-            sequences = tok.encode_contents(contents, reranker.max_length)
+            max_length = reranker.max_length
+            sequences = tok.encode_contents(contents, max_length)
             yes_id, no_id = tok.yes_id, tok.no_id
         # every probe in one left-padded batch: the heaviest padding the probe set can give
         onnx_gaps[dtype] = reranker.score_pairs([(q, d) for q, docs in PROBES for d in docs], raw=True)
         del reranker
-    ref = reference_gaps(reference_path, sequences, yes_id, no_id)
+    ref_sequences = reference_token_ids(reference_path, contents, max_length)
+    ref = reference_gaps(reference_path, ref_sequences, yes_id, no_id)
 
     ok = True
     problems = []
+    ids_match = [list(a) == list(b) for a, b in zip(sequences, ref_sequences)]
+    if not all(ids_match):
+        ok = False
+        problems.append(f"token ids differ from the reference recipe's for {ids_match.count(False)} of {len(ids_match)} probes")
     for dtype in dtypes:
         gaps = onnx_gaps[dtype]
         finite = all(math.isfinite(g) for g in gaps)
@@ -211,7 +245,8 @@ def verify_model(
     report = {
         "model": model_label or str(model_dir.resolve()),
         "source": source if source is not None else str(reference),
-        "reference": "PyTorch (transformers) fp32, same token ids, one pair at a time, unpadded",
+        "reference": "PyTorch (transformers) fp32, the recipe's own token ids, one pair at a time, unpadded",
+        "token_ids_match_reference": all(ids_match),
         "probe_queries": len(PROBES),
         "probe_pairs": len(ref),
         "probe_lengths": {"min": min(map(len, sequences)), "max": max(map(len, sequences))},
