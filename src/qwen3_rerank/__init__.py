@@ -2,6 +2,7 @@
 
 from .errors import InputError, ModelLoadError, RerankError, TokenizerError
 from .files import DEFAULT_MODEL, DTYPES
+from .prompt import TEMPLATES, PromptTemplate
 from .reranker import Reranker, RerankResult, ScoringRequest
 
 __version__ = "0.1.0"
@@ -11,10 +12,12 @@ __all__ = [
     "DTYPES",
     "InputError",
     "ModelLoadError",
+    "PromptTemplate",
     "RerankError",
     "RerankResult",
     "Reranker",
     "ScoringRequest",
+    "TEMPLATES",
     "TokenizerError",
     "__version__",
 ]

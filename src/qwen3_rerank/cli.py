@@ -15,6 +15,7 @@ from . import __version__
 from .errors import RerankError
 from .export import commands as export_commands
 from .files import DEFAULT_MODEL, DTYPES
+from .prompt import DEFAULT_TEMPLATE, TEMPLATES
 from .bench import commands as bench_commands
 from .server import commands as server_commands
 
@@ -49,6 +50,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="most pairs per batch (default: 32)")
     parser.add_argument(
         "--max-batch-tokens", type=_positive_int, default=4096, help="token budget per padded batch (default: 4096)"
+    )
+    parser.add_argument(
+        "--template",
+        choices=tuple(TEMPLATES),
+        default=DEFAULT_TEMPLATE,
+        help="prompt template: 'official' (the reference recipe's) or 'card' (the ONNX model card's "
+        f"Transformers.js prompt) (default: {DEFAULT_TEMPLATE})",
     )
 
 
@@ -111,6 +119,7 @@ def reranker_from_args(args: argparse.Namespace, **options):
         max_length=args.max_length,
         batch_size=args.batch_size,
         max_batch_tokens=args.max_batch_tokens,
+        template=args.template,
         **options,
     )
 

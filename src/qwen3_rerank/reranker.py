@@ -14,7 +14,7 @@ from .chunking import Chunk, aggregate, check_chunking, split_windows
 from .engine import OnnxEngine
 from .errors import InputError
 from .files import DEFAULT_MODEL, ModelFiles, resolve_model
-from .prompt import content_head, format_content
+from .prompt import PromptTemplate
 from .tokenize import PromptTokenizer
 
 log = logging.getLogger("qwen3_rerank")
@@ -139,6 +139,7 @@ class Reranker:
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
         token: str | bool | None = None,
+        template: str | PromptTemplate | None = None,
     ) -> Reranker:
         """Load a model from a local folder or a Hub repo id.
 
@@ -159,11 +160,18 @@ class Reranker:
                 position), built from the model file on first use and cached next to it.
             prefix_reuse: run the part of the prompt that all documents of a query share
                 (system prompt, instruction, query) once, and reuse its KV cache for them all.
+            template: the prompt, by name or as a :class:`~qwen3_rerank.prompt.PromptTemplate`:
+                ``official`` (default, the reference recipe's) or ``card`` (the ONNX model
+                card's Transformers.js code, to reproduce its numbers).
+
+        Raises:
+            ModelLoadError: the model cannot be found, downloaded or loaded.
+            InputError: an unknown template name or an unusable ``max_length``.
         """
         files = resolve_model(
             model, dtype, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
         )
-        tokenizer = PromptTokenizer.from_file(files.tokenizer, pad_token=files.pad_token)
+        tokenizer = PromptTokenizer.from_file(files.tokenizer, pad_token=files.pad_token, template=template)
         onnx_path = files.onnx
         if score_graph:
             onnx_path = _score_graph_or_full(files.onnx, tokenizer)
@@ -183,6 +191,11 @@ class Reranker:
             prefix_reuse=prefix_reuse,
             files=files,
         )
+
+    @property
+    def template(self) -> PromptTemplate:
+        """The prompt template the scores are computed with."""
+        return self.tokenizer.template
 
     # -- scoring ---------------------------------------------------------------------------------
 
@@ -302,11 +315,12 @@ class Reranker:
             _check_text(instruction, "instruction")
         if max_doc_tokens is not None:
             pairs = [(q, self.tokenizer.cut_text(d, max_doc_tokens)) for q, d in pairs]
-        contents = [format_content(q, d, instruction) for q, d in pairs]
+        template = self.template
+        contents = [template.format_content(q, d, instruction) for q, d in pairs]
         sequences, cut = self.tokenizer.encode_contents_marking_cuts(contents, self.max_length, truncate=truncate)
         shared, reuses = 0, [False] * len(sequences)
         if query is not None:
-            shared, reuses = self.tokenizer.shared_prefix(sequences, content_head(query, instruction))
+            shared, reuses = self.tokenizer.shared_prefix(sequences, template.content_head(query, instruction))
         return ScoringRequest(tuple(tuple(s) for s in sequences), tuple(cut), shared, tuple(reuses))
 
     def rerank(

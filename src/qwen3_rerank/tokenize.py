@@ -15,16 +15,27 @@ from pathlib import Path
 from tokenizers import Encoding, Tokenizer
 
 from .errors import InputError, TokenizerError
-from .prompt import PREFIX, SUFFIX, TEMPLATE_SPECIAL_TOKENS
-
-YES_TOKEN = "yes"
-NO_TOKEN = "no"
+from .prompt import TEMPLATE_SPECIAL_TOKENS, PromptTemplate, get_template
 
 
 class PromptTokenizer:
-    """Turns prompt contents into the exact token ids the model is fed."""
+    """Turns prompt contents into the exact token ids the model is fed, for one prompt template.
 
-    def __init__(self, tokenizer: Tokenizer, *, pad_token: str | None = None) -> None:
+    Args:
+        tokenizer: the model's ``tokenizers`` tokenizer; any padding or truncation saved in it is
+            turned off.
+        pad_token: the token that fills padded positions (default ``<|endoftext|>``).
+        template: the prompt template, by name or as a :class:`PromptTemplate` (default
+            ``official``); its prefix and suffix are tokenized once here.
+
+    Raises:
+        TokenizerError: the tokenizer lacks the template's special tokens or its answer tokens.
+        InputError: an unknown template name.
+    """
+
+    def __init__(
+        self, tokenizer: Tokenizer, *, pad_token: str | None = None, template: str | PromptTemplate | None = None
+    ) -> None:
         # A tokenizer.json saved by ``transformers`` after a batched call carries that call's
         # padding and truncation (e.g. left padding to the batch's longest, a max_length of 512);
         # ``tokenizers`` would apply them to every encode, padding or cutting the content *inside*
@@ -33,25 +44,29 @@ class PromptTokenizer:
         tokenizer.no_padding()
         tokenizer.no_truncation()
         self.tokenizer = tokenizer
+        self.template = get_template(template)
         self._check_qwen3()
-        self.yes_id = self._single_id(YES_TOKEN)
-        self.no_id = self._single_id(NO_TOKEN)
+        self.yes_id = self._single_id(self.template.answer_tokens[0])
+        self.no_id = self._single_id(self.template.answer_tokens[1])
         pad_token = pad_token or "<|endoftext|>"
         pad_id = tokenizer.token_to_id(pad_token)
         # The pad id is only ever seen under a zero attention mask; any valid id does.
         self.pad_id = pad_id if pad_id is not None else self.no_id
-        self.prefix_ids = tokenizer.encode(PREFIX, add_special_tokens=False).ids
-        self.suffix_ids = tokenizer.encode(SUFFIX, add_special_tokens=False).ids
+        self.prefix_ids = tokenizer.encode(self.template.prefix, add_special_tokens=False).ids
+        self.suffix_ids = tokenizer.encode(self.template.suffix, add_special_tokens=False).ids
         # Tokens the post-processor adds to a single sequence (0 for Qwen3's ByteLevel one).
         self.num_added_tokens = tokenizer.num_special_tokens_to_add(False)
 
     @classmethod
-    def from_file(cls, path: str | Path, *, pad_token: str | None = None) -> PromptTokenizer:
+    def from_file(
+        cls, path: str | Path, *, pad_token: str | None = None, template: str | PromptTemplate | None = None
+    ) -> PromptTokenizer:
+        """Load ``tokenizer.json`` at ``path``; see the class for the arguments and errors."""
         try:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:  # the Rust error text is one line and names the problem
             raise TokenizerError(f"cannot read tokenizer file {path}: {exc}") from None
-        return cls(tokenizer, pad_token=pad_token)
+        return cls(tokenizer, pad_token=pad_token, template=template)
 
     def _single_id(self, token: str) -> int:
         token_id = self.tokenizer.token_to_id(token)

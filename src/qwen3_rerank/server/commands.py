@@ -40,6 +40,9 @@ _OPTIONS = [
     ("--max-tokens-per-doc", "MAX_TOKENS_PER_DOC", "pos_int", 4096,
      "tokens a document keeps; longer ones are cut, or refused with 422 when the client turns truncation off "
      "(default: 4096)"),
+    ("--template", "TEMPLATE", str, "official",
+     "prompt template: 'official' (the reference recipe's) or 'card' (the ONNX model card's prompt) "
+     "(default: official)"),
     ("--log-level", "LOG_LEVEL", str, "info", "debug, info, warning or error (default: info)"),
 ]
 
@@ -97,6 +100,7 @@ def resolve(args: argparse.Namespace, environ: dict | None = None) -> tuple[Serv
     """(server settings, model options) from flags, then environment variables, then defaults."""
     from ..cli import UsageError
     from ..files import DEFAULT_MODEL, DTYPES
+    from ..prompt import TEMPLATES
 
     values = {}
     for flag, name, kind, default, _text in _OPTIONS:
@@ -115,6 +119,8 @@ def resolve(args: argparse.Namespace, environ: dict | None = None) -> tuple[Serv
     model = values["model"] or DEFAULT_MODEL
     if values["dtype"] not in DTYPES:
         raise UsageError(f"unknown dtype {values['dtype']!r}; choose one of: {', '.join(DTYPES)}")
+    if values["template"] not in TEMPLATES:
+        raise UsageError(f"unknown prompt template {values['template']!r}; choose one of: {', '.join(TEMPLATES)}")
     if values["log_level"].lower() not in ("debug", "info", "warning", "error", "critical"):
         raise UsageError(f"unknown log level {values['log_level']!r}")
     name = values["served_model_name"] or (Path(model).name if Path(model).exists() else model)
@@ -143,6 +149,7 @@ def resolve(args: argparse.Namespace, environ: dict | None = None) -> tuple[Serv
         "max_length": values["max_length"],
         "batch_size": values["batch_size"],
         "max_batch_tokens": values["max_batch_tokens"],
+        "template": values["template"],
     }
     return settings, model_options
 
