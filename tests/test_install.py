@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import venv
 from pathlib import Path
 
@@ -37,3 +38,30 @@ def test_runtime_install_has_no_torch_and_reranks(tmp_path, tiny_model_dir, rera
     expected = reranker.rerank("capital of France?", docs)
     assert [r["index"] for r in results] == [r.index for r in expected]
     np.testing.assert_allclose([r["score"] for r in results], [r.score for r in expected], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_wheel_holds_the_bench_js_engine_and_type_marker(tmp_path):
+    """A non-editable install must carry bench/js (the Transformers.js engine) and py.typed."""
+    import zipfile
+
+    import shutil
+
+    from qwen3_rerank import __version__
+
+    # From a copy without build outputs: setuptools reuses build/, which can hide a missing file.
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "dist", "*.egg-info", "node_modules", "__pycache__", ".hypothesis", ".pytest_cache"))
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
+         "-w", str(tmp_path), str(source)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    [wheel] = tmp_path.glob("qwen3_rerank-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in ("bench/js/bench.mjs", "bench/js/package.json", "bench/js/package-lock.json", "py.typed"):
+        assert f"qwen3_rerank/{needed}" in names, f"{needed} missing from {wheel.name}"
+    assert wheel.name.startswith(f"qwen3_rerank-{__version__}-")  # one version source
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
