@@ -18,7 +18,7 @@ pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from qwen3_rerank.batch import score_file  # noqa: E402
+from qwen3_rerank.ray_batch import score_file  # noqa: E402
 from qwen3_rerank.errors import InputError  # noqa: E402
 
 QUERIES = [

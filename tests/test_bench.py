@@ -9,7 +9,7 @@ import pytest
 
 def test_workloads_have_exact_token_counts(tokenizer_dir):
     from qwen3_rerank.bench.workloads import get_workload, make_inputs
-    from qwen3_rerank.tokenize import PromptTokenizer
+    from qwen3_rerank.prompt_tokenizer import PromptTokenizer
 
     tok = PromptTokenizer.from_file(tokenizer_dir / "tokenizer.json")
     workload = get_workload("2x4x64")

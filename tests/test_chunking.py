@@ -7,7 +7,7 @@ import pytest
 from qwen3_rerank import InputError, Reranker
 from qwen3_rerank.chunking import split_windows
 from qwen3_rerank.prompt import format_prompt
-from qwen3_rerank.tokenize import PromptTokenizer
+from qwen3_rerank.prompt_tokenizer import PromptTokenizer
 
 QUERY = "Which mountain is covered in snow?"
 FILLER = "The committee met on Tuesday to discuss the budget for the next year. " * 40

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from qwen3_rerank.prompt import format_content
-from qwen3_rerank.tokenize import PromptTokenizer
+from qwen3_rerank.prompt_tokenizer import PromptTokenizer
 
 QUERY = "What is the capital of France?"
 DOCS = [

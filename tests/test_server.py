@@ -447,7 +447,7 @@ def test_sigterm_finishes_requests_in_flight(tiny_model_dir, tmp_path, reranker)
 
 def test_settings_flags_beat_environment():
     from qwen3_rerank.cli import build_parser
-    from qwen3_rerank.server.commands import resolve
+    from qwen3_rerank.cli.serve import resolve
 
     args = build_parser().parse_args(["serve", "--model", "m", "--max-documents", "7"])
     environ = {"QWEN3_RERANK_MAX_DOCUMENTS": "9", "QWEN3_RERANK_REQUEST_TIMEOUT": "2.5",

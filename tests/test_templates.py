@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from qwen3_rerank import Reranker
 from qwen3_rerank.errors import InputError
 from qwen3_rerank.prompt import CARD, OFFICIAL, PromptTemplate, get_template
-from qwen3_rerank.tokenize import PromptTokenizer
+from qwen3_rerank.prompt_tokenizer import PromptTokenizer
 
 CARD_SYSTEM = (
     "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
@@ -179,7 +179,7 @@ def test_cli_template_card(tiny_model_dir, official, capsys):
 
 def test_serve_template_option():
     from qwen3_rerank.cli import UsageError, build_parser
-    from qwen3_rerank.server.commands import resolve
+    from qwen3_rerank.cli.serve import resolve
 
     args = build_parser().parse_args(["serve", "--template", "card"])
     assert resolve(args)[1]["template"] == "card"

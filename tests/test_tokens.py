@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from qwen3_rerank.errors import InputError, TokenizerError
 from qwen3_rerank.prompt import format_content
-from qwen3_rerank.tokenize import PromptTokenizer
+from qwen3_rerank.prompt_tokenizer import PromptTokenizer
 
 QUERY = "What is the capital of France?"
 DOCS = [

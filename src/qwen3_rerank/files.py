@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import ModelLoadError
 
 DEFAULT_MODEL = "onnx-community/Qwen3-Reranker-0.6B-ONNX"
+DEFAULT_DTYPE = "q8"
 
 #: dtype name (as Transformers.js spells it) → file name under ``onnx/``.
 DTYPE_FILES: dict[str, str] = {
@@ -71,7 +72,7 @@ def onnx_filename(dtype: str) -> str:
 
 def resolve_model(
     model: str | os.PathLike[str] = DEFAULT_MODEL,
-    dtype: str = "q8",
+    dtype: str = DEFAULT_DTYPE,
     *,
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,

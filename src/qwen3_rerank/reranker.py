@@ -13,9 +13,9 @@ from .batching import pad, plan_batches
 from .chunking import Chunk, aggregate, check_chunking, split_windows
 from .engine import OnnxEngine
 from .errors import InputError
-from .files import DEFAULT_MODEL, ModelFiles, resolve_model
+from .files import DEFAULT_DTYPE, DEFAULT_MODEL, ModelFiles, resolve_model
 from .prompt import PromptTemplate
-from .tokenize import PromptTokenizer
+from .prompt_tokenizer import PromptTokenizer
 
 log = logging.getLogger("qwen3_rerank")
 
@@ -125,7 +125,7 @@ class Reranker:
         cls,
         model: str | os.PathLike[str] = DEFAULT_MODEL,
         *,
-        dtype: str = "q8",
+        dtype: str = DEFAULT_DTYPE,
         device: str = "cpu",
         providers: Sequence[str] | None = None,
         threads: int | None = None,

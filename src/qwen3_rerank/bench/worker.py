@@ -36,7 +36,7 @@ def _peak_rss_mb() -> float:
 
 def _tokenizer(folder: Path):
     from ..files import _read_json
-    from ..tokenize import PromptTokenizer
+    from ..prompt_tokenizer import PromptTokenizer
 
     tok_config = folder / "tokenizer_config.json"
     pad = None

@@ -73,7 +73,7 @@ def _text(rng: random.Random, words: tuple[str, ...], tokens: int, tokenizer) ->
 def make_inputs(workload: Workload, tokenizer, seed: int = 0) -> list[tuple[str, list[str]]]:
     """``[(query, [documents])]`` for ``workload``; the same for the same tokenizer and seed.
 
-    ``tokenizer`` is a :class:`qwen3_rerank.tokenize.PromptTokenizer`.
+    ``tokenizer`` is a :class:`qwen3_rerank.prompt_tokenizer.PromptTokenizer`.
     """
     words = _words_for(tokenizer)
     calls = []

@@ -31,8 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RerankError
 from ..files import DTYPE_FILES
+from .source import ExportError, resolve_source
 
 EXPORT_DTYPES = ("fp32", "fp16", "q8", "q4")
 SUPPORTED_ARCHITECTURES = ("Qwen3ForCausalLM",)
@@ -46,15 +46,10 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
 )
 COPIED_FILES = ("config.json", "generation_config.json", *TOKENIZER_FILES)
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"]
 REPORT_NAME = "export_report.json"
 Q4_BLOCK_SIZE = 32
 PROTOBUF_LIMIT = 2_000_000_000  # bytes; bigger models keep their weights in <file>_data
 FP16_MAX = 1.0e4  # constants are clipped to this in fp16, so masks stay finite when added to scores
-
-
-class ExportError(RerankError):
-    """The checkpoint cannot be exported, or the export could not be written or verified."""
 
 
 @dataclass
@@ -73,25 +68,6 @@ def _quiet(_: str) -> None:
 
 
 # -- checks -----------------------------------------------------------------------------------------
-
-
-def resolve_source(source: str | os.PathLike[str], *, revision: str | None = None) -> Path:
-    """A local checkpoint folder, downloading a Hub repo id (``Qwen/Qwen3-Reranker-0.6B``) if needed."""
-    path = Path(os.path.expanduser(str(source)))
-    if path.exists():
-        if not path.is_dir():
-            raise ExportError(f"checkpoint must be a folder, got a file: {source}")
-        return path
-    text = str(source)
-    if text.count("/") != 1 or text.startswith((".", "/", "~")):
-        raise ExportError(f"checkpoint folder not found: {source}")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(text, revision=revision, allow_patterns=HUB_PATTERNS))
-    except Exception as exc:  # offline, unknown repo, gated repo, network error
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"cannot download checkpoint {text} from the Hugging Face Hub: {first}") from None
 
 
 def check_checkpoint(folder: Path) -> dict:

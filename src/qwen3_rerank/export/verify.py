@@ -173,7 +173,7 @@ def verify_model(
         reference = _recorded_source(model_dir / "export_report.json")
     if reference is None:
         raise VerifyError("no reference checkpoint: pass --reference SOURCE (a checkpoint folder or Hub id)")
-    from .pipeline import resolve_source
+    from .source import resolve_source
 
     reference_path = resolve_source(reference)
     present = available_dtypes(model_dir)

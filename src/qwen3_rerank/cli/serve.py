@@ -12,20 +12,25 @@ import math
 import signal
 from pathlib import Path
 
-from .settings import ServerSettings, env, split_list
+from ..files import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES
+from ..prompt import DEFAULT_TEMPLATE, TEMPLATES
+from ..reranker import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_LENGTH
+from ..server.settings import ServerSettings, env, split_list
+from .options import UsageError
 
 SERVER_EXTRA_HINT = "the server needs the 'server' extra: pip install 'qwen3-rerank[server]'"
 
 # (flag, env name, type, default, help); the default applies when neither flag nor env is set.
 _OPTIONS = [
-    ("--model", "MODEL", str, None, "local folder or Hub repo id (default: onnx-community/Qwen3-Reranker-0.6B-ONNX)"),
-    ("--dtype", "DTYPE", str, "q8", "model variant: fp32, fp16, q8, q4, ... (default: q8)"),
+    ("--model", "MODEL", str, None, f"local folder or Hub repo id (default: {DEFAULT_MODEL})"),
+    ("--dtype", "DTYPE", str, DEFAULT_DTYPE, f"model variant: {', '.join(DTYPES)} (default: {DEFAULT_DTYPE})"),
     ("--device", "DEVICE", str, "cpu", "cpu, cuda or cuda:N (default: cpu)"),
     ("--threads", "THREADS", "pos_int", None, "intra-op threads (default: one per core)"),
-    ("--max-length", "MAX_LENGTH", "pos_int", 8192, "most tokens per prompt (default: 8192)"),
-    ("--batch-size", "BATCH_SIZE", "pos_int", 32, "most documents per model run (default: 32)"),
-    ("--max-batch-tokens", "MAX_BATCH_TOKENS", "pos_int", 4096,
-     "token budget of one batch, gathered across requests (default: 4096)"),
+    ("--max-length", "MAX_LENGTH", "pos_int", DEFAULT_MAX_LENGTH, f"most tokens per prompt (default: {DEFAULT_MAX_LENGTH})"),
+    ("--batch-size", "BATCH_SIZE", "pos_int", DEFAULT_BATCH_SIZE,
+     f"most documents per model run (default: {DEFAULT_BATCH_SIZE})"),
+    ("--max-batch-tokens", "MAX_BATCH_TOKENS", "pos_int", DEFAULT_MAX_BATCH_TOKENS,
+     f"token budget of one batch, gathered across requests (default: {DEFAULT_MAX_BATCH_TOKENS})"),
     ("--max-batch-wait-ms", "MAX_BATCH_WAIT_MS", "nonneg_float", 5.0,
      "how long the batcher waits for more requests once it has one (default: 5)"),
     ("--host", "HOST", str, "127.0.0.1", "address to bind (default: 127.0.0.1, this machine only)"),
@@ -40,16 +45,14 @@ _OPTIONS = [
     ("--max-tokens-per-doc", "MAX_TOKENS_PER_DOC", "pos_int", 4096,
      "tokens a document keeps; longer ones are cut, or refused with 422 when the client turns truncation off "
      "(default: 4096)"),
-    ("--template", "TEMPLATE", str, "official",
+    ("--template", "TEMPLATE", str, DEFAULT_TEMPLATE,
      "prompt template: 'official' (the reference recipe's) or 'card' (the ONNX model card's prompt) "
-     "(default: official)"),
+     f"(default: {DEFAULT_TEMPLATE})"),
     ("--log-level", "LOG_LEVEL", str, "info", "debug, info, warning or error (default: info)"),
 ]
 
 
 def _convert(kind, text: str, what: str):
-    from ..cli import UsageError
-
     if kind is str:
         return text
     try:
@@ -98,9 +101,6 @@ def register(commands) -> None:
 
 def resolve(args: argparse.Namespace, environ: dict | None = None) -> tuple[ServerSettings, dict]:
     """(server settings, model options) from flags, then environment variables, then defaults."""
-    from ..cli import UsageError
-    from ..files import DEFAULT_MODEL, DTYPES
-    from ..prompt import TEMPLATES
 
     values = {}
     for flag, name, kind, default, _text in _OPTIONS:
@@ -155,8 +155,6 @@ def resolve(args: argparse.Namespace, environ: dict | None = None) -> tuple[Serv
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from ..cli import UsageError
-
     settings, model_options = resolve(args)
     try:
         import fastapi  # noqa: F401
@@ -166,8 +164,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(SERVER_EXTRA_HINT) from None
 
     from ..reranker import Reranker
-    from . import logs
-    from .app import create_app
+    from ..server import logs
+    from ..server.app import create_app
 
     logs.configure(settings.log_level)
     log = logging.getLogger("qwen3_rerank.server")

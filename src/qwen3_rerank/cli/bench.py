@@ -7,21 +7,21 @@ import argparse
 
 def register(commands) -> None:
     """Add the ``bench`` command to the CLI's subparsers."""
-    from . import run as bench_run
+    from ..bench import run as bench_run
 
     bench = commands.add_parser(
         "bench",
         help="benchmark this library against the PyTorch recipe and Transformers.js",
         description="Run every engine x workload in its own process and write results.json, PNG plots and "
-        "summary.md (see docs/notes/bench-readme.md). Needs the 'bench' extra for plots; the torch "
+        "summary.md (see README.md, Benchmarks). Needs the 'bench' extra for plots; the torch "
         "engines need the 'export' extra, the js engines Node with 'npm ci' in qwen3_rerank/bench/js.",
     )
     bench_run.add_arguments(bench)
-    bench.set_defaults(handler=_cmd_bench)
+    bench.set_defaults(handler=run)
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from . import run as bench_run
+def run(args: argparse.Namespace) -> int:
+    from ..bench import run as bench_run
 
     args.from_cli = True
     report = bench_run.run(args)

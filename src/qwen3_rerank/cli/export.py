@@ -1,4 +1,5 @@
-"""``qwen3-rerank export`` and ``qwen3-rerank verify``: thin commands over :mod:`.pipeline` and :mod:`.verify`.
+"""``qwen3-rerank export`` and ``qwen3-rerank verify``: thin commands over :mod:`..export.pipeline` and
+:mod:`..export.verify`.
 
 Nothing here imports torch or transformers at import time, so the main CLI starts without the
 ``export`` extra; the commands say which extra to install when it is missing.
@@ -10,9 +11,11 @@ import argparse
 import json
 import sys
 
+from .options import UsageError
+
 
 def register(subparsers) -> None:
-    """Add ``export`` and ``verify`` to the CLI's subparsers (errors follow cli.py: one line, exit 2)."""
+    """Add ``export`` and ``verify`` to the CLI's subparsers (errors: one line, exit 2)."""
     export = subparsers.add_parser(
         "export", help="convert a Qwen3-Reranker checkpoint to ONNX (fp32, fp16, q8, q4) and verify it"
     )
@@ -34,8 +37,6 @@ def register(subparsers) -> None:
 
 
 def _need_export_extra() -> None:
-    from ..cli import UsageError
-
     missing = []
     for module in ("torch", "transformers", "onnx"):
         try:
@@ -50,7 +51,7 @@ def _need_export_extra() -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     _need_export_extra()
-    from .pipeline import export_checkpoint
+    from ..export.pipeline import export_checkpoint
 
     log = (lambda _: None) if args.quiet else (lambda text: print(f"qwen3-rerank: {text}", file=sys.stderr, flush=True))
     result = export_checkpoint(
@@ -70,7 +71,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     _need_export_extra()
-    from .verify import verify_model
+    from ..export.verify import verify_model
 
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()] if args.dtype else None
     report = verify_model(args.model_dir, reference=args.reference, dtypes=dtypes, report_path=args.report)

@@ -1,0 +1,26 @@
+"""``qwen3-rerank optimize``: build the score graphs of a model ahead of time (see :mod:`..prebuild`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .options import dtype_name
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the ``optimize`` command to the CLI's subparsers."""
+    optimize = commands.add_parser(
+        "optimize", help="build the score graphs of a model folder ahead of time (otherwise built at first load)"
+    )
+    optimize.add_argument("model", help="model folder or Hub repo id")
+    optimize.add_argument("--dtype", type=dtype_name, default=None, help="only this variant (default: every variant present)")
+    optimize.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..prebuild import build_score_graphs
+
+    for record in build_score_graphs(args.model, args.dtype):
+        print(json.dumps(record))
+    return 0
