@@ -202,7 +202,8 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
         tokenizer = PromptTokenizer.from_file(files.tokenizer, pad_token=files.pad_token)
         path = ensure_score_graph(files.onnx, tokenizer.yes_id, tokenizer.no_id)
         record = score_graph_record(path)
-        print(json.dumps({"dtype": dtype, "score_graph": str(path), "source_sha256": record.get("source_sha256")}))
+        print(json.dumps({"dtype": dtype, "score_graph": str(path), "source_sha256": record.get("source_sha256"),
+                          "output": record.get("output")}))
     return 0
 
 

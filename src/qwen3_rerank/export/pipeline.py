@@ -372,7 +372,9 @@ def _weights_bytes(model) -> int:
 def _fold_weight_transposes(model) -> None:
     """``Transpose(W)`` of an initializer (the tied lm_head) becomes a transposed initializer.
 
-    Quantizers only quantize MatMuls whose weight is an initializer.
+    Quantizers only quantize MatMuls whose weight is an initializer. An untied lm_head (and a
+    sequence classifier's score head) is exported as an initializer already, so nothing here
+    depends on the embeddings being tied.
     """
     from onnx import numpy_helper
 
