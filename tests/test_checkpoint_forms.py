@@ -148,6 +148,9 @@ def test_seq_cls_graph_interface(seq_cls_exported, dtype):
     assert _dims(graph.output[0])[-1] == 1
     gqa = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
     assert len(gqa) == (layers if dtype in ("q8", "q4") else 0)
+    # the one-column score head stays a float MatMul in every variant (it is not worth quantizing)
+    head = [n for n in graph.node if "logits" in n.output]
+    assert [n.op_type for n in head] == ["MatMul"]
 
 
 def test_seq_cls_with_two_labels_is_refused(seq_cls_checkpoint, tmp_path):
@@ -278,10 +281,13 @@ def test_layout_lm_head_is_its_own_weight(layout_exported):
 @pytest.mark.parametrize("dtype", LAYOUT_DTYPES)
 def test_layout_scores(layout_exported, layout_gaps, dtype):
     from qwen3_rerank import Reranker
+    from qwen3_rerank.score_graph import OUTPUT, score_graph_record
 
     plain = Reranker.from_pretrained(layout_exported, dtype=dtype, threads=2, score_graph=False, prefix_reuse=False)
     fast = Reranker.from_pretrained(layout_exported, dtype=dtype, threads=2)
     assert fast.engine.is_score_graph and fast.prefix_reuse and not fast.engine.single_logit
+    record = score_graph_record(fast.engine.path)
+    assert record["output"] == OUTPUT and record["group_query_attention"] == (dtype != "fp32")
     full = np.array(plain.score(QUERY, DOCS, raw=True))
     ours = np.array(fast.score(QUERY, DOCS, raw=True))
     assert np.isfinite(ours).all()

@@ -39,7 +39,8 @@ def load_checkpoint(source: str | os.PathLike[str], *, dtype: torch.dtype = torc
 
     from .pipeline import is_seq_cls
 
-    config = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
+    config_path = Path(source) / "config.json"  # a Hub id has none here: a causal LM, as before
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     auto = AutoModelForSequenceClassification if is_seq_cls(config) else AutoModelForCausalLM
     model = auto.from_pretrained(str(source), dtype=dtype, attn_implementation="eager")
     return model.eval()
