@@ -108,3 +108,47 @@ def test_io_binding_path_gives_the_same_scores(tiny_model_dir, reranker):
     )
     value = bound.engine.to_device(np.ones((2, 3), np.float32))
     assert not isinstance(value, np.ndarray) and value.device_name().lower() == "cpu"
+
+
+def _one_logit_graph(path, last_dim):
+    """logits[b, s, 0] = table[input_ids[b, s]]: a one-label classifier's output, declared with
+    ``last_dim``; reshaped through a computed shape so that nothing can infer that dim."""
+    table = (np.arange(VOCAB, dtype=np.float32) - 5.0).reshape(VOCAB, 1) / 4
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input_ids"], ["gathered"], axis=0),
+         helper.make_node("Shape", ["input_ids"], ["ids_shape"]),
+         helper.make_node("Concat", ["ids_shape", "minus_one"], ["out_shape"], axis=0),
+         helper.make_node("Reshape", ["gathered", "out_shape"], ["logits"])],
+        "g",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", last_dim])],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([-1], np.int64), "minus_one")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return table[:, 0]
+
+
+SEQ_CLS_CONFIG = {"architectures": ["Qwen3ForSequenceClassification"]}
+
+
+def test_one_logit_graph_gives_its_logit_as_the_gap(tmp_path):
+    table = _one_logit_graph(tmp_path / "g.onnx", 1)
+    engine = OnnxEngine(tmp_path / "g.onnx")
+    assert engine.single_logit and not engine.is_score_graph
+    ids, mask = pad([[1, 2, 3], [4], [5, 9]], pad_id=0, side="left")
+    # yes/no ids are not used: the logit at the last position is the gap
+    np.testing.assert_array_equal(engine.gaps(ids, mask, yes_id=7, no_id=8), table[[3, 4, 9]].astype(np.float64))
+
+
+def test_open_last_dim_follows_the_config(tmp_path):
+    _one_logit_graph(tmp_path / "g.onnx", "labels")
+    assert OnnxEngine(tmp_path / "g.onnx", config=SEQ_CLS_CONFIG).single_logit
+    assert not OnnxEngine(tmp_path / "g.onnx", config={"architectures": ["Qwen3ForCausalLM"]}).single_logit
+
+
+def test_seq_cls_config_with_a_wide_output_is_refused(tmp_path):
+    _last_token_graph(tmp_path / "g.onnx")
+    assert not OnnxEngine(tmp_path / "g.onnx").single_logit  # a vocabulary: causal
+    with pytest.raises(ModelLoadError, match="11 labels; only one-label"):
+        OnnxEngine(tmp_path / "g.onnx", config=SEQ_CLS_CONFIG)

@@ -3,6 +3,15 @@
 The engine reads what the graph asks for instead of assuming it: ``position_ids`` and an empty
 ``past_key_values.*`` cache are fed only when the graph declares them, with the dtype and shape it
 declares, and the logits are read at the last position whatever the output's sequence length.
+
+Two kinds of graph give a relevance score, and the engine turns both into the same number, the
+yes − no logit gap per row (so the reranker only ever sees gaps):
+
+* a causal LM (``logits`` ``[batch, seq, vocab]``, or a score graph's ``yes_no_logits``): the gap
+  is ``logit[yes] - logit[no]``;
+* a one-label ``Qwen3ForSequenceClassification`` conversion (``logits`` ``[batch, seq, 1]``, or a
+  score graph's ``relevance_logit``): its one logit is that gap already (the score head is
+  ``lm_head[yes] - lm_head[no]``), and sigmoid of it is P(yes).
 """
 
 from __future__ import annotations
@@ -16,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelLoadError
-from .score_graph import OUTPUT as SCORE_OUTPUT
+from .score_graph import OUTPUT as YES_NO_OUTPUT
+from .score_graph import SEQ_CLS_OUTPUT
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _ORT_TYPES = {
@@ -65,7 +75,8 @@ def providers_for(device: str = "cpu", providers: Sequence[str] | None = None) -
 
 
 class OnnxEngine:
-    """Runs a Qwen3 causal-LM ONNX graph and returns last-position logits."""
+    """Runs a Qwen3 reranker ONNX graph (causal LM or one-label classifier) and returns
+    last-position logits or yes − no gaps."""
 
     def __init__(
         self,
@@ -156,9 +167,13 @@ class OnnxEngine:
                 f"{self.path.name} has input(s) this runtime does not know how to feed: {', '.join(unknown)}"
             )
         outputs = [o.name for o in self.session.get_outputs()]
-        #: A score graph (see score_graph.py) outputs the (yes, no) logits directly.
-        self.is_score_graph = SCORE_OUTPUT in outputs
-        self.logits_name = SCORE_OUTPUT if self.is_score_graph else ("logits" if "logits" in outputs else outputs[0])
+        #: A score graph (see score_graph.py) outputs the (yes, no) logits, or a sequence
+        #: classifier's one logit, directly.
+        score_output = next((name for name in (YES_NO_OUTPUT, SEQ_CLS_OUTPUT) if name in outputs), None)
+        self.is_score_graph = score_output is not None
+        self.logits_name = score_output or ("logits" if "logits" in outputs else outputs[0])
+        #: One logit per position (a one-label sequence classifier), not a vocabulary of them.
+        self.single_logit = self._single_logit(score_output, config)
         # present.N.key -> past_key_values.N.key, when the graph returns its KV cache.
         self.present_for_past = {
             p.name: p.name.replace("past_key_values.", "present.", 1)
@@ -169,6 +184,24 @@ class OnnxEngine:
         #: ONNX Runtime's GroupQueryAttention takes several new tokens on top of a past only for a
         #: batch of one; such graphs say so in their score-graph record (see score_graph.py).
         self.max_batch_with_past: int | None = None
+
+    def _single_logit(self, score_output: str | None, config: dict) -> bool:
+        """Whether the graph outputs one logit per row/position (the yes − no gap) instead of a
+        vocabulary: its output's last dim says so, or, when the graph leaves it open,
+        ``config.json``'s architecture."""
+        if score_output is not None:
+            return score_output == SEQ_CLS_OUTPUT
+        seq_cls = "Qwen3ForSequenceClassification" in (config.get("architectures") or [])
+        output = next(o for o in self.session.get_outputs() if o.name == self.logits_name)
+        last = output.shape[-1] if output.shape else None
+        if not isinstance(last, int) or last <= 0:
+            return seq_cls
+        if seq_cls and last != 1:
+            raise ModelLoadError(
+                f"{self.path.name} is a Qwen3ForSequenceClassification graph with {last} labels; only one-label "
+                "conversions (the logit of yes − no, e.g. vLLM's from_2_way_softmax) can be scored"
+            )
+        return last == 1
 
     def _np_type(self, arg) -> type:
         np_type = _ORT_TYPES.get(arg.type)
@@ -219,7 +252,7 @@ class OnnxEngine:
             return logits
         raise RuntimeError(f"unexpected logits shape {logits.shape} from {self.path.name}")
 
-    def yes_no_logits(
+    def gaps(
         self,
         input_ids: np.ndarray,
         attention_mask: np.ndarray,
@@ -227,29 +260,38 @@ class OnnxEngine:
         no_id: int,
         past: dict[str, np.ndarray] | None = None,
     ) -> np.ndarray:
-        """``[batch, 2]`` float64 logits of (yes, no) at each row's last position.
+        """``[batch]`` float64 yes − no logit gaps at each row's last position.
 
-        With a full graph the batch must be left-padded (its last position is read); a score graph
-        finds each row's last real token itself.
+        For a causal graph that is ``logit[yes] - logit[no]``; for a one-label sequence classifier
+        its logit (``yes_id``/``no_id`` are then unused). With a full graph the batch must be
+        left-padded (its last position is read); a score graph finds each row's last real token
+        itself.
         """
         if not self.is_score_graph:
             if past is not None:
                 raise ValueError("a KV-cache prefix needs a score graph")
             logits = self.last_logits(input_ids, attention_mask)
-            return logits[:, [yes_id, no_id]].astype(np.float64)
-        feed = self.feeds(input_ids, attention_mask, past)
+        else:
+            logits = self._run_score_graph(self.feeds(input_ids, attention_mask, past))
+        if self.single_logit:
+            return logits[:, 0].astype(np.float64)
+        pair = logits if self.is_score_graph else logits[:, [yes_id, no_id]]  # columns (yes, no)
+        pair = pair.astype(np.float64)
+        return pair[:, 0] - pair[:, 1]
+
+    def _run_score_graph(self, feed: dict) -> np.ndarray:
         if not self.io_binding:
-            (pair,) = self.session.run([SCORE_OUTPUT], feed)
-            return pair.astype(np.float64)
+            (out,) = self.session.run([self.logits_name], feed)
+            return out
         binding = self.session.io_binding()
         for name, value in feed.items():
             if isinstance(value, np.ndarray):
                 binding.bind_cpu_input(name, value)
             else:  # an OrtValue already on the device (see to_device)
                 binding.bind_ortvalue_input(name, value)
-        binding.bind_output(SCORE_OUTPUT, "cpu")
+        binding.bind_output(self.logits_name, "cpu")
         self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0].astype(np.float64)
+        return binding.copy_outputs_to_cpu()[0]
 
     def to_device(self, array: np.ndarray):
         """``array`` where the session computes (an OrtValue with IO binding, else unchanged)."""

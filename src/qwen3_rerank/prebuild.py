@@ -24,7 +24,8 @@ def build_score_graphs(model: str | os.PathLike[str], dtype: str | None = None) 
         dtype: one variant; required for a Hub id (only that variant is downloaded).
 
     Returns:
-        One record per variant: ``{"dtype", "score_graph", "source_sha256"}``.
+        One record per variant: ``{"dtype", "score_graph", "source_sha256", "output"}`` (the
+        score graph's output kind: the yes/no pair of a causal model, or a seq-cls logit).
 
     Raises:
         InputError: a Hub id without ``dtype``.
@@ -43,5 +44,8 @@ def build_score_graphs(model: str | os.PathLike[str], dtype: str | None = None) 
         files = resolve_model(model, name)
         tokenizer = PromptTokenizer.from_file(files.tokenizer, pad_token=files.pad_token)
         path = ensure_score_graph(files.onnx, tokenizer.yes_id, tokenizer.no_id)
-        records.append({"dtype": name, "score_graph": str(path), "source_sha256": score_graph_record(path).get("source_sha256")})
+        record = score_graph_record(path)
+        records.append(
+            {"dtype": name, "score_graph": str(path), "source_sha256": record.get("source_sha256"), "output": record.get("output")}
+        )
     return records

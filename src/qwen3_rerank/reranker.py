@@ -93,7 +93,9 @@ class Reranker:
     """A Qwen3-Reranker on ONNX Runtime.
 
     Scores are ``softmax([logit_yes, logit_no])[0]`` at the last position of the official prompt,
-    the same as the model card's PyTorch recipe. Build one with :meth:`from_pretrained`.
+    the same as the model card's PyTorch recipe. A one-label ``Qwen3ForSequenceClassification``
+    conversion scores as ``sigmoid(logit)``, the same number (its logit is the yes − no gap). Build
+    one with :meth:`from_pretrained`.
     """
 
     def __init__(
@@ -435,8 +437,7 @@ class Reranker:
         side = "right" if self.engine.is_score_graph else "left"
         for batch in batches:
             ids, mask = pad([sequences[i] for i in batch], self.tokenizer.pad_id, side)
-            pair = self.engine.yes_no_logits(ids, mask, self.tokenizer.yes_id, self.tokenizer.no_id)
-            gaps[batch] = pair[:, 0] - pair[:, 1]
+            gaps[batch] = self.engine.gaps(ids, mask, self.tokenizer.yes_id, self.tokenizer.no_id)
             if progress is not None:
                 progress.update(len(batch))
         return gaps
@@ -472,8 +473,7 @@ class Reranker:
             if rows not in by_rows:  # on CUDA: copied to the device once per batch size
                 by_rows[rows] = {name: self.engine.to_device(value[:rows]) for name, value in repeated.items()}
             past = by_rows[rows]
-            pair = self.engine.yes_no_logits(ids, full_mask, self.tokenizer.yes_id, self.tokenizer.no_id, past=past)
-            gaps[batch] = pair[:, 0] - pair[:, 1]
+            gaps[batch] = self.engine.gaps(ids, full_mask, self.tokenizer.yes_id, self.tokenizer.no_id, past=past)
             if progress is not None:
                 progress.update(len(batch))
         return gaps

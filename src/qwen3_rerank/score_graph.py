@@ -10,6 +10,11 @@ position, and a reranker needs two numbers at one position. The score graph
   the full graph computes), and drops the rest of that weight when nothing else uses it;
 * has one new output, ``yes_no_logits`` ``[batch, 2]`` float32, instead of ``logits``.
 
+A one-label sequence-classification graph (``logits`` ``[batch, seq, 1]``: a score head whose one
+column is ``lm_head[yes] - lm_head[no]``) gets the same gather; its head is kept whole (there is
+nothing to slice) and the output is ``relevance_logit`` ``[batch, 1]``, the yes − no gap itself.
+The record next to the graph names the output (``"output"``), so a reader knows which kind it is.
+
 ``present.*`` outputs are kept when ``keep_present`` (the default): the shared-prefix pass reads
 them, and the document pass does not fetch them; they are the attention's own key/value buffers,
 so leaving them as outputs costs no compute.
@@ -33,6 +38,9 @@ from .errors import ModelLoadError
 
 FORMAT_VERSION = 2
 OUTPUT = "yes_no_logits"
+#: Output of the score graph of a one-label sequence classifier: its logit, the yes − no gap.
+SEQ_CLS_OUTPUT = "relevance_logit"
+SCORE_OUTPUTS = (OUTPUT, SEQ_CLS_OUTPUT)
 _LM_OPS = ("MatMul", "Gemm", "MatMulNBits", "MatMulInteger")
 _SINGLE_NODE_NORMS = {
     "SimplifiedLayerNormalization": (0,),
@@ -117,7 +125,7 @@ def ensure_score_graph(source: Path, yes_id: int, no_id: int, *, keep_present: b
         return cached
     target = score_graph_path(source)
     try:
-        uses_gqa = _build(source, target, yes_id, no_id, keep_present=keep_present)
+        uses_gqa, output = _build(source, target, yes_id, no_id, keep_present=keep_present)
     except ScoreGraphError:
         raise
     except Exception as exc:  # unreadable protobuf, missing external data, ...
@@ -133,6 +141,7 @@ def ensure_score_graph(source: Path, yes_id: int, no_id: int, *, keep_present: b
         "yes_no_ids": [yes_id, no_id],
         "keep_present": keep_present,
         "group_query_attention": uses_gqa,
+        "output": output,
         "own_data_size": own.stat().st_size if own.is_file() else None,
     }
     tmp = _sidecar(target).with_suffix(".json.tmp")
@@ -243,6 +252,41 @@ def _find_lm_head(g: _Graph, logits: str):
     raise ScoreGraphError("cannot find the lm_head (a MatMul-type node near the 'logits' output)")
 
 
+def _head_columns(g: _Graph, node) -> int | None:
+    """How many outputs the head makes (vocabulary size, or 1 for a one-label score head).
+
+    Read from the weight's declared dims, so no weight data is loaded; None when unknown.
+    """
+    def dims(name: str) -> list[int] | None:
+        if name in g.initializers:
+            return list(g.initializers[name].dims)
+        parent = g.producer.get(name)
+        if parent is not None and parent.op_type == "Transpose" and parent.input[0] in g.initializers:
+            inner = list(g.initializers[parent.input[0]].dims)
+            perm = _attr(parent, "perm") or list(reversed(range(len(inner))))
+            return [inner[i] for i in perm]
+        return None
+
+    if node.op_type == "MatMulNBits":
+        return int(_attr(node, "N"))
+    shape = dims(node.input[1])
+    if not shape or len(shape) != 2:
+        return None
+    if node.op_type == "Gemm" and _attr(node, "transB", 0):
+        return shape[0]
+    return shape[1]
+
+
+def _head_activation(g: _Graph, node) -> str:
+    """The float hidden state the head reads (through the int8 head's DynamicQuantizeLinear)."""
+    if node.op_type != "MatMulInteger":
+        return node.input[0]
+    quantizer = g.producer.get(node.input[0])
+    if quantizer is not None and quantizer.op_type == "DynamicQuantizeLinear":
+        return quantizer.input[0]
+    raise ScoreGraphError("int8 lm_head without a DynamicQuantizeLinear input")
+
+
 def _slice_lm_head(g: _Graph, node, columns: list[int], base_dir: Path, new_inits: list) -> str:
     """Cut ``node``'s weight to ``columns`` of the vocabulary; returns the activation input name."""
     from onnx import numpy_helper
@@ -274,10 +318,7 @@ def _slice_lm_head(g: _Graph, node, columns: list[int], base_dir: Path, new_init
                 node.input[3] = add("score.lm_head.weight_zero_point", zero[columns])
         # The weight scale is applied by a Mul downstream; a per-column scale must be cut too.
         _cut_per_column_scales(g, node, weight.shape[1], columns, base_dir, add)
-        quantizer = g.producer.get(node.input[0])
-        if quantizer is not None and quantizer.op_type == "DynamicQuantizeLinear":
-            return quantizer.input[0]
-        raise ScoreGraphError("int8 lm_head without a DynamicQuantizeLinear input")
+        return _head_activation(g, node)
 
     if node.op_type == "MatMulNBits":
         n = int(_attr(node, "N"))
@@ -340,8 +381,8 @@ def _norm_inputs(g: _Graph, hidden: str) -> tuple[list[str], list]:
     return [hidden], list(g.consumers[hidden])
 
 
-def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool) -> bool:
-    """Build the score graph; returns whether it uses GroupQueryAttention."""
+def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool) -> tuple[bool, str]:
+    """Build the score graph; returns whether it uses GroupQueryAttention, and its output's name."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -359,7 +400,13 @@ def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool) -> bo
     base_dir = source.parent
     new_inits: list = []
     lm_head = _find_lm_head(g, "logits")
-    hidden = _slice_lm_head(g, lm_head, [yes_id, no_id], base_dir, new_inits)
+    columns = _head_columns(g, lm_head)
+    if columns == 1:  # one-label sequence classifier: the head's one column is the gap already
+        output, width = SEQ_CLS_OUTPUT, 1
+        hidden = _head_activation(g, lm_head)
+    else:
+        output, width = OUTPUT, 2
+        hidden = _slice_lm_head(g, lm_head, [yes_id, no_id], base_dir, new_inits)
     tensors, users = _norm_inputs(g, hidden)
 
     # Index of each row's last real position among the new tokens, for either padding side:
@@ -369,7 +416,7 @@ def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool) -> bo
         numpy_helper.from_array(np.array(1, np.int64), "score.one_scalar"),
         numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), "score.int_max"),
         numpy_helper.from_array(np.array([1], np.int64), "score.axis1"),
-        numpy_helper.from_array(np.array([-1, 2], np.int64), "score.out_shape"),
+        numpy_helper.from_array(np.array([-1, width], np.int64), "score.out_shape"),
     ]
     nodes = [
         helper.make_node("Shape", ["input_ids"], ["score.seq_len"], start=1, end=2),
@@ -392,13 +439,13 @@ def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool) -> bo
                 if name == tensor:
                     user.input[i] = gathered
 
-    # logits [batch, 1, 2] -> yes_no_logits [batch, 2] float32
+    # logits [batch, 1, 2] -> yes_no_logits [batch, 2] float32 (or [batch, 1, 1] -> relevance_logit [batch, 1])
     logits_type = next(o for o in graph.output if o.name == "logits").type.tensor_type.elem_type
     last = "logits"
     if logits_type != TensorProto.FLOAT:
         nodes.append(helper.make_node("Cast", [last], ["score.logits_f32"], to=TensorProto.FLOAT))
         last = "score.logits_f32"
-    nodes.append(helper.make_node("Reshape", [last, "score.out_shape"], [OUTPUT]))
+    nodes.append(helper.make_node("Reshape", [last, "score.out_shape"], [output]))
 
     # Insert the index nodes first, then the rest in order; ONNX needs a topological order, so
     # place every new node right before the first node that consumes its output.
@@ -407,7 +454,7 @@ def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool) -> bo
 
     kept = [o for o in graph.output if keep_present and o.name.startswith("present")]
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch_size", 2]))
+    graph.output.append(helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch_size", width]))
     graph.output.extend(kept)
     _prune(graph)
     del graph.value_info[:]  # shapes changed; let the runtime infer them again
@@ -425,7 +472,7 @@ def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool) -> bo
         size_threshold=4096,
     )
     os.replace(tmp, target)
-    return any(node.op_type == "GroupQueryAttention" for node in graph.node)
+    return any(node.op_type == "GroupQueryAttention" for node in graph.node), output
 
 
 def _inline_escaping_external_data(graph, base_dir: Path, target_dir: Path) -> None:

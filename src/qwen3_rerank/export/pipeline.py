@@ -14,6 +14,12 @@ Which tool does what:
   ``onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer`` makes q4
   (``MatMulNBits``, 4 bits, block size 32).
 
+Checkpoints: ``Qwen3ForCausalLM`` (tied or untied ``lm_head``, any head layout) and one-label
+``Qwen3ForSequenceClassification`` (vLLM's ``from_2_way_softmax`` conversion), whose graph has the
+same interface with ``logits`` ``[batch, seq, 1]``. The one-column score head of the latter stays
+float in q8/q4: it holds ``hidden_size`` weights, so quantizing it saves nothing and only adds
+error to the one number the model outputs.
+
 Everything is written into a hidden temporary folder next to ``out`` and moved into place only
 once every file is written and verified, so a folder at ``out`` is always complete.
 """
@@ -32,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..files import DTYPE_FILES
-from .source import ExportError, resolve_source
+from .source import ExportError, is_seq_cls, resolve_source
 
 EXPORT_DTYPES = ("fp32", "fp16", "q8", "q4")
-SUPPORTED_ARCHITECTURES = ("Qwen3ForCausalLM",)
+SUPPORTED_ARCHITECTURES = ("Qwen3ForCausalLM", "Qwen3ForSequenceClassification")
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -83,8 +89,16 @@ def check_checkpoint(folder: Path) -> dict:
     if config.get("model_type") != "qwen3" or not any(a in SUPPORTED_ARCHITECTURES for a in architectures):
         raise ExportError(
             f"unsupported architecture in {config_path}: model_type={config.get('model_type')!r}, "
-            f"architectures={architectures!r}; only Qwen3ForCausalLM (Qwen3-Reranker) checkpoints can be exported"
+            f"architectures={architectures!r}; only Qwen3ForCausalLM (Qwen3-Reranker) and one-label "
+            "Qwen3ForSequenceClassification checkpoints can be exported"
         )
+    if "Qwen3ForSequenceClassification" in architectures:
+        labels = num_labels(config)
+        if labels != 1:
+            raise ExportError(
+                f"{config_path} is a Qwen3ForSequenceClassification with num_labels={labels}; only one-label "
+                "conversions (score = logit of yes − no, e.g. vLLM's from_2_way_softmax) are supported"
+            )
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("pytorch_model*.bin")):
         raise ExportError(f"{folder} has no weights (*.safetensors or pytorch_model*.bin)")
     if not (folder / "tokenizer.json").is_file():
@@ -92,6 +106,13 @@ def check_checkpoint(folder: Path) -> dict:
             f"{folder} has no tokenizer files (tokenizer.json is needed): copy them from the base model's repo"
         )
     return config
+
+
+def num_labels(config: dict) -> int:
+    """Labels of a classification config, as ``transformers`` counts them (default 2)."""
+    if isinstance(config.get("id2label"), dict):
+        return len(config["id2label"])
+    return int(config.get("num_labels", 2))
 
 
 def check_output(out: Path, *, force: bool) -> None:
@@ -274,12 +295,13 @@ def _export_into(checkpoint: Path, config: dict, work: Path, wanted: list[str], 
                 _save(fused, fused_path, external=True)
                 del fused
                 gc.collect()
+            keep_float = _score_head_nodes(onnx.load(str(fused_path), load_external_data=False)) if is_seq_cls(config) else []
             if "q8" in wanted:
                 with _timed(result, "quantize q8 (quantize_dynamic)", log):
-                    _quantize_q8(fused_path, onnx_dir / DTYPE_FILES["q8"], scratch)
+                    _quantize_q8(fused_path, onnx_dir / DTYPE_FILES["q8"], scratch, exclude=keep_float)
             if "q4" in wanted:
                 with _timed(result, "quantize q4 (MatMulNBitsQuantizer)", log):
-                    _quantize_q4(fused_path, onnx_dir / DTYPE_FILES["q4"])
+                    _quantize_q4(fused_path, onnx_dir / DTYPE_FILES["q4"], exclude=keep_float)
     shutil.rmtree(scratch)
 
 
@@ -322,7 +344,9 @@ def _weights_bytes(model) -> int:
 def _fold_weight_transposes(model) -> None:
     """``Transpose(W)`` of an initializer (the tied lm_head) becomes a transposed initializer.
 
-    Quantizers only quantize MatMuls whose weight is an initializer.
+    Quantizers only quantize MatMuls whose weight is an initializer. An untied lm_head (and a
+    sequence classifier's score head) is exported as an initializer already, so nothing here
+    depends on the embeddings being tied.
     """
     from onnx import numpy_helper
 
@@ -358,7 +382,15 @@ def _rope_nodes(model) -> list[str]:
     return sorted(names)
 
 
-def _quantize_q8(src: Path, dst: Path, scratch: Path) -> None:
+def _score_head_nodes(model) -> list[str]:
+    """Names of the MatMul/Gemm nodes that make ``logits`` (a sequence classifier's score head)."""
+    names = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and "logits" in n.output]
+    if len(names) != 1 or not names[0]:
+        raise ExportError("cannot find the score head (one named MatMul making 'logits') in the exported graph")
+    return names
+
+
+def _quantize_q8(src: Path, dst: Path, scratch: Path, *, exclude: Sequence[str] = ()) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -371,16 +403,19 @@ def _quantize_q8(src: Path, dst: Path, scratch: Path) -> None:
         per_channel=False,
         reduce_range=False,
         use_external_data_format=True,
+        nodes_to_exclude=list(exclude),
         extra_options={"MatMulConstBOnly": True},
     )
     _save(onnx.load(str(tmp)), dst)
 
 
-def _quantize_q4(src: Path, dst: Path) -> None:
+def _quantize_q4(src: Path, dst: Path, *, exclude: Sequence[str] = ()) -> None:
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model = onnx.load(str(src))
-    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=Q4_BLOCK_SIZE, is_symmetric=True)
+    quantizer = MatMulNBitsQuantizer(
+        model, bits=4, block_size=Q4_BLOCK_SIZE, is_symmetric=True, nodes_to_exclude=list(exclude)
+    )
     quantizer.process()
     _save(quantizer.model.model, dst)

@@ -35,3 +35,8 @@ def resolve_source(source: str | os.PathLike[str], *, revision: str | None = Non
     except Exception as exc:  # offline, unknown repo, gated repo, network error
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportError(f"cannot download checkpoint {text} from the Hugging Face Hub: {first}") from None
+
+
+def is_seq_cls(config: dict) -> bool:
+    """Whether a checkpoint's config is a ``Qwen3ForSequenceClassification`` (a seq-cls conversion)."""
+    return "Qwen3ForSequenceClassification" in (config.get("architectures") or [])

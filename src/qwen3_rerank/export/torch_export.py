@@ -5,6 +5,13 @@ outputs ``logits``, ``present.N.key/value`` (the interface of the onnx-community
 Transformers.js and our runtime feed). The export is ``torch.onnx.export`` (dynamo) of the
 ``transformers`` model itself, wrapped only to turn the flat cache tensors into a cache object.
 
+A one-label ``Qwen3ForSequenceClassification`` checkpoint (vLLM's ``from_2_way_softmax``
+conversion: score head = ``lm_head[yes] - lm_head[no]``) gets the same interface, with its score
+head applied at every position: ``logits`` is ``[batch, seq, 1]``, the yes − no gap at each
+position. transformers' own forward pools that head at the last non-pad token, which needs a pad
+id and would hide the per-position values the runtime (and its score graph) read, so the export
+runs the transformer and the head itself.
+
 Attention is exported in its "eager" form: its additive mask uses the dtype's lowest finite
 value, not ``-inf``, so a fully masked row (heavy left padding) gives a uniform softmax instead
 of NaN.
@@ -21,10 +28,21 @@ OPSET = 18
 
 
 def load_checkpoint(source: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32):
-    """The checkpoint as a ``transformers`` causal LM in eval mode, with eager attention."""
-    from transformers import AutoModelForCausalLM
+    """The checkpoint as a ``transformers`` model in eval mode, with eager attention.
 
-    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype, attn_implementation="eager")
+    A causal LM, or for a ``Qwen3ForSequenceClassification`` checkpoint that model (its
+    ``score`` head replaces ``lm_head``).
+    """
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from .source import is_seq_cls
+
+    config_path = Path(source) / "config.json"  # a Hub id has none here: a causal LM, as before
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    auto = AutoModelForSequenceClassification if is_seq_cls(config) else AutoModelForCausalLM
+    model = auto.from_pretrained(str(source), dtype=dtype, attn_implementation="eager")
     return model.eval()
 
 
@@ -36,6 +54,8 @@ class _CausalLMWithFlatCache(torch.nn.Module):
         self.model = model
         self.with_past = with_past
         self.num_layers = model.config.num_hidden_layers
+        #: A sequence-classification model: its transformer and score head are run separately.
+        self.score_head = getattr(model, "score", None) if not hasattr(model, "lm_head") else None
 
     def forward(self, input_ids, attention_mask, position_ids, past=()):
         from transformers import DynamicCache
@@ -43,16 +63,19 @@ class _CausalLMWithFlatCache(torch.nn.Module):
         cache = DynamicCache(config=self.model.config)
         for layer in range(len(past) // 2):
             cache.update(past[2 * layer], past[2 * layer + 1], layer)
-        out = self.model(
+        run = self.model if self.score_head is None else self.model.model
+        out = run(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=cache,
             use_cache=self.with_past,
         )
+        # [batch, seq, vocab], or [batch, seq, num_labels] from the score head at every position
+        logits = out.logits if self.score_head is None else self.score_head(out.last_hidden_state)
         if not self.with_past:
-            return (out.logits,)
-        flat = [out.logits]
+            return (logits,)
+        flat = [logits]
         for layer in out.past_key_values.layers:
             flat += [layer.keys, layer.values]
         return tuple(flat)
@@ -69,7 +92,8 @@ def io_names(num_layers: int, with_past: bool = True) -> tuple[list[str], list[s
 
 
 def export_model(model, onnx_path: str | os.PathLike[str], *, with_past: bool = True, external_data: bool = True) -> Path:
-    """Write ``model`` (a float32 ``transformers`` Qwen3 causal LM) to ``onnx_path``.
+    """Write ``model`` (a float32 ``transformers`` Qwen3 causal LM or one-label sequence
+    classifier) to ``onnx_path``.
 
     With ``external_data`` the weights go to ``<name>_data`` next to it, as in the published repo
     (needed past protobuf's 2 GB limit).

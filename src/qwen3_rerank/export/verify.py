@@ -128,21 +128,43 @@ def reference_token_ids(reference: Path, contents: list[str], max_length: int) -
     return [prefix + list(ids) + suffix for ids in encoded["input_ids"]]
 
 
-def reference_gaps(reference: Path, sequences: list[list[int]], yes_id: int, no_id: int) -> list[float]:
-    """yes−no logit gaps of the PyTorch checkpoint, one unpadded sequence at a time, float64."""
-    import torch
-    from transformers import AutoModelForCausalLM
+def _reference_kind(reference: Path) -> str:
+    """``"seq_cls"`` for a ``Qwen3ForSequenceClassification`` checkpoint, else ``"causal"``."""
+    from .source import is_seq_cls
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(reference), dtype=torch.float32).eval()
+        config = json.loads((reference / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "causal"  # the loader below says what is wrong with the folder
+    return "seq_cls" if isinstance(config, dict) and is_seq_cls(config) else "causal"
+
+
+def reference_gaps(reference: Path, sequences: list[list[int]], yes_id: int, no_id: int) -> list[float]:
+    """yes−no logit gaps of the PyTorch checkpoint, one unpadded sequence at a time, float64.
+
+    A causal checkpoint gives ``logit[yes] - logit[no]`` at the last position; a one-label
+    ``Qwen3ForSequenceClassification`` gives its own pooled logit (transformers pools it at the
+    last real token), which is that gap by construction of the conversion.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    seq_cls = _reference_kind(reference) == "seq_cls"
+    auto = AutoModelForSequenceClassification if seq_cls else AutoModelForCausalLM
+    try:
+        model = auto.from_pretrained(str(reference), dtype=torch.float32).eval()
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise VerifyError(f"cannot load the reference checkpoint {reference}: {first}") from None
     gaps = []
     with torch.no_grad():
         for ids in sequences:
-            logits = model(input_ids=torch.tensor([ids])).logits[0, -1].double()
-            gaps.append(float(logits[yes_id] - logits[no_id]))
+            logits = model(input_ids=torch.tensor([ids])).logits
+            if seq_cls:  # pooled: [1, num_labels]
+                gaps.append(float(logits[0, 0].double()))
+            else:
+                last = logits[0, -1].double()
+                gaps.append(float(last[yes_id] - last[no_id]))
     del model
     return gaps
 
@@ -203,6 +225,9 @@ def verify_model(
         del reranker
     ref_sequences = reference_token_ids(reference_path, contents, max_length)
     ref = reference_gaps(reference_path, ref_sequences, yes_id, no_id)
+    reference_class = (
+        "Qwen3ForSequenceClassification (pooled logit)" if _reference_kind(reference_path) == "seq_cls" else "causal LM (yes − no)"
+    )
 
     ok = True
     problems = []
@@ -245,7 +270,8 @@ def verify_model(
     report = {
         "model": model_label or str(model_dir.resolve()),
         "source": source if source is not None else str(reference),
-        "reference": "PyTorch (transformers) fp32, the recipe's own token ids, one pair at a time, unpadded",
+        "reference": f"PyTorch (transformers) {reference_class} fp32, the recipe's own token ids, one pair at a time, "
+        "unpadded",
         "token_ids_match_reference": all(ids_match),
         "probe_queries": len(PROBES),
         "probe_pairs": len(ref),
