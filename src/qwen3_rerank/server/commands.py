@@ -11,8 +11,13 @@ import logging
 import math
 import signal
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from .settings import ServerSettings, env, split_list
+
+if TYPE_CHECKING:
+    from .model import RerankModel
 
 SERVER_EXTRA_HINT = "the server needs the 'server' extra: pip install 'qwen3-rerank[server]'"
 
@@ -118,7 +123,6 @@ def resolve(args: argparse.Namespace, environ: dict | None = None) -> tuple[Serv
     if values["log_level"].lower() not in ("debug", "info", "warning", "error", "critical"):
         raise UsageError(f"unknown log level {values['log_level']!r}")
     name = values["served_model_name"] or (Path(model).name if Path(model).exists() else model)
-    step_delay_ms = env("TEST_STEP_DELAY_MS", environ)
     settings = ServerSettings(
         model_name=name,
         host=values["host"],
@@ -133,7 +137,6 @@ def resolve(args: argparse.Namespace, environ: dict | None = None) -> tuple[Serv
         max_batch_tokens=values["max_batch_tokens"],
         max_batch_wait=values["max_batch_wait_ms"] / 1000.0,
         log_level=values["log_level"].lower(),
-        step_delay=float(step_delay_ms) / 1000.0 if step_delay_ms else 0.0,
     )
     model_options = {
         "model": model,
@@ -154,13 +157,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
         import prometheus_client  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError:
         raise UsageError(SERVER_EXTRA_HINT) from None
 
     from ..reranker import Reranker
     from . import logs
-    from .app import create_app
 
     logs.configure(settings.log_level)
     log = logging.getLogger("qwen3_rerank.server")
@@ -170,12 +172,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
         log.warning("listening on %s without an API key: anyone who can reach it can use it", settings.host)
 
+    return serve(settings, reranker)
+
+
+def serve(settings: ServerSettings, reranker: RerankModel) -> int:
+    """Run the app on uvicorn until SIGTERM / Ctrl-C, then drain; 0 once it has stopped cleanly.
+
+    Separate from loading the model so that a test can serve a model of its own (a slow fake)
+    through exactly the production start, signal handling and drain.
+    """
+    import uvicorn
+
+    from .app import create_app
+
     app = create_app(settings, reranker)
     state = app.state.server
 
     class Server(uvicorn.Server):
-        def handle_exit(self, sig, frame):  # SIGTERM / SIGINT: /ready says no while draining
-            state.draining = True
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            state.draining = True  # /ready says no while draining
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(
