@@ -14,16 +14,16 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from server_fakes import FakeReranker, request_of  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from server_fakes import FakeReranker, request_of
 
-from qwen3_rerank.server.admission import Admission  # noqa: E402
-from qwen3_rerank.server.api_errors import ApiError  # noqa: E402
-from qwen3_rerank.server.infer import Infer, RerankParams  # noqa: E402
-from qwen3_rerank.server.metrics import Metrics  # noqa: E402
-from qwen3_rerank.server.queue import QueueClosed, RequestQueue  # noqa: E402
-from qwen3_rerank.server.worker import Worker, WorkerError  # noqa: E402
+from qwen3_rerank.server.admission import Admission
+from qwen3_rerank.server.api_errors import ApiError
+from qwen3_rerank.server.infer import Infer, RerankParams
+from qwen3_rerank.server.metrics import Metrics
+from qwen3_rerank.server.queue import QueueClosed, RequestQueue
+from qwen3_rerank.server.worker import Worker, WorkerError
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -64,9 +64,8 @@ def test_admission_refuses_past_the_limit_with_429():
 
 def test_permit_is_released_exactly_once():
     admission = Admission(1)
-    with pytest.raises(RuntimeError):
-        with admission.try_acquire() as permit:
-            raise RuntimeError("a failure inside the block")
+    with pytest.raises(RuntimeError), admission.try_acquire() as permit:
+        raise RuntimeError("a failure inside the block")
     assert permit.released and admission.in_use == 0
     permit.release()  # again: nothing happens
     with permit:
