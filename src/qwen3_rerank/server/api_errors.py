@@ -8,6 +8,7 @@ logged with its traceback, so nothing a client sends can make the server show a 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -44,7 +45,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_json(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_json(status: int, type_: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The one error body every status uses."""
     return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
 
@@ -83,7 +84,8 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, api_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
+    # Starlette types a handler's exception as plain Exception; each of these takes its own kind.
+    app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected_error)
