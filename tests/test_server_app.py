@@ -49,8 +49,8 @@ async def _until(condition, timeout: float = 10.0) -> None:
 def test_queue_limit_429_and_timeout_504():
     async def scenario() -> None:
         model = FakeReranker()
-        async with serving(model, max_queued_requests=2, request_timeout=0.5) as (client, state):
-            model.delay = 1.0  # after the warm-up: every step now outlasts the timeout
+        async with serving(model, max_queued_requests=2, request_timeout=1.0) as (client, state):
+            model.delay = 2.0  # after the warm-up: every step now outlasts the timeout
             slow = [asyncio.ensure_future(client.post("/rerank", json=BODY)) for _ in range(2)]
             await _until(lambda: state.admission.in_use == 2)
             refused = await client.post("/rerank", json=BODY)
@@ -65,6 +65,7 @@ def test_queue_limit_429_and_timeout_504():
             assert "qwen3_rerank_queue_depth 0.0" in metrics
             assert 'qwen3_rerank_requests_total{endpoint="/rerank",status="429"} 1.0' in metrics
             model.delay = 0.0
+            await _until(lambda: not model.busy.is_set())  # the step the timed-out requests were in
             assert (await client.post("/rerank", json=BODY)).status_code == 200
 
     run(scenario())
@@ -91,12 +92,13 @@ def test_every_answer_gives_its_permit_back():
 def test_a_small_request_is_not_held_behind_a_large_one():
     async def scenario() -> None:
         model = FakeReranker()
-        async with serving(model, max_batch_tokens=8) as (client, _state):
-            model.delay = 0.2
+        async with serving(model, max_batch_tokens=8) as (client, state):
+            model.delay = 1.0
             blocker = asyncio.ensure_future(client.post("/rerank", json={"query": "blocker", "texts": ["a"]}))
             await _until(lambda: model.busy.is_set())
             large = asyncio.ensure_future(client.post("/rerank", json={"query": "large", "texts": ["w " * 20]}))
-            await asyncio.sleep(0.05)
+            await _until(lambda: len(state.queue) == 1)  # queued behind the busy model
+            model.delay = 0.0
             small = asyncio.ensure_future(client.post("/rerank", json={"query": "small", "texts": ["a"]}))
             responses = await asyncio.gather(blocker, large, small)
             assert [r.status_code for r in responses] == [200, 200, 200]

@@ -334,8 +334,8 @@ def test_infer_validation_error_is_422_and_releases_the_permit():
 
 def test_infer_timeout_is_504_releases_the_permit_and_the_model_never_sees_it():
     async def scenario() -> None:
-        model = FakeReranker(delay=0.3)
-        infer, admission, worker = _infer(model, timeout=0.1)
+        model = FakeReranker(delay=1.5)
+        infer, admission, worker = _infer(model, timeout=0.5)
         worker.start()
         blocker = asyncio.ensure_future(infer.rerank(RerankParams("blocker", ["a"])))
         await until(lambda: model.steps != [])
@@ -387,7 +387,7 @@ def test_infer_worker_error_is_500_and_releases_the_permit():
 
 def test_infer_is_429_when_full_and_503_once_stopping():
     async def scenario() -> None:
-        model = FakeReranker(delay=0.2)
+        model = FakeReranker(delay=0.5)
         infer, admission, worker = _infer(model, limit=1)
         worker.start()
         first = asyncio.ensure_future(infer.rerank(RerankParams("first", ["a"])))
@@ -400,6 +400,19 @@ def test_infer_is_429_when_full_and_503_once_stopping():
         with pytest.raises(ApiError) as error:
             await infer.rerank(RerankParams("late", ["a"]))
         assert error.value.status == 503 and admission.in_use == 0
+        await worker.stop()
+
+    run(scenario())
+
+
+def test_warm_up_is_not_bound_by_the_request_timeout():
+    async def scenario() -> None:
+        model = FakeReranker(delay=0.3)  # a slow first run
+        infer, admission, worker = _infer(model, timeout=0.05)
+        worker.start()
+        scored = await infer.warm_up()
+        assert len(scored.documents) == 1 and admission.in_use == 0
+        assert model.seen() == ["warm-up query"]
         await worker.stop()
 
     run(scenario())

@@ -101,6 +101,15 @@ class Infer:
             except (WorkerError, RerankError) as exc:
                 raise ApiError(500, "internal_error", str(exc)) from None
 
+    async def warm_up(self) -> Scored:
+        """One request through the whole path, with no timeout.
+
+        The model's first run can take far longer than any request (kernels load, caches fill),
+        and no client waits on it: a short ``--request-timeout`` must not stop the server starting.
+        """
+        with self.admission.try_acquire():
+            return await self._prepare_and_score(RerankParams("warm-up query", ["warm-up document"]))
+
     async def _prepare_and_score(self, params: RerankParams) -> Scored:
         request = await asyncio.to_thread(prepare, self.model, params)
         entry = self.queue.put(request, raw=params.raw)  # QueueClosed once the server is stopping

@@ -46,7 +46,7 @@ class ServerState:
         """Start the worker and send one request through the whole path, so no client pays for it."""
         self.worker.start()
         began = time.perf_counter()
-        await self.infer.rerank(RerankParams("warm-up query", ["warm-up document"]))
+        await self.infer.warm_up()
         self.ready = True
         log.info("model warmed up in %.2f s; ready", time.perf_counter() - began)
 
