@@ -95,3 +95,12 @@ def test_the_reader_finds_a_planted_cycle(tmp_path):
 def test_no_import_cycles():
     found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_no_module_shadows_the_standard_library():
+    import sys
+
+    shadowing = sorted(
+        module_name(p) for p in SRC.rglob("*.py") if p.stem in sys.stdlib_module_names and p.stem != "__init__"
+    )
+    assert not shadowing, f"modules named like the standard library: {', '.join(shadowing)}"

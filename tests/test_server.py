@@ -28,6 +28,7 @@ MAX_DOCUMENTS = 16
 MAX_BODY_BYTES = 20_000
 MAX_TOKENS_PER_DOC = 64
 START_TIMEOUT = 120.0
+SLOW_SERVER = Path(__file__).with_name("slow_server.py")
 
 QUERY = "what do cats eat"
 DOCS = [
@@ -48,14 +49,18 @@ def _free_port() -> int:
 class ServerProcess:
     """A ``qwen3-rerank serve`` child process; stderr goes to a log file."""
 
-    def __init__(self, model_dir: Path, log_path: Path, *args: str, env: dict | None = None) -> None:
+    def __init__(
+        self, model_dir: Path, log_path: Path, *args: str, env: dict | None = None, step_delay: float | None = None
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3_RERANK_")}
         full_env.update(env or {})
+        # step_delay: the real model behind a wrapper that sleeps before each step (tests/slow_server.py)
+        launcher = ["-m", "qwen3_rerank"] if step_delay is None else [str(SLOW_SERVER), str(step_delay)]
         command = [
-            sys.executable, "-m", "qwen3_rerank", "serve", "--model", str(model_dir), "--dtype", "fp32",
+            sys.executable, *launcher, "serve", "--model", str(model_dir), "--dtype", "fp32",
             "--port", str(self.port), "--threads", "1", *args,
         ]
         self._log = open(log_path, "wb")
@@ -381,34 +386,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(server, tmp_path):
     assert httpx.get(server.url + "/ready", timeout=10).status_code == 200
 
 
-# -- limits: 429 and 504 -----------------------------------------------------------------------
-
-
-def test_queue_limit_429_and_timeout_504(tiny_model_dir, tmp_path):
-    # Each model step sleeps 1.5 s (test hook) and requests time out after 1 s.
-    proc = ServerProcess(
-        tiny_model_dir, tmp_path / "limits.log", "--max-queued-requests", "2", "--request-timeout", "1",
-        "--max-batch-wait-ms", "0", env={"QWEN3_RERANK_TEST_STEP_DELAY_MS": "1500"},
-    )
-    try:
-        body = {"query": "q", "texts": ["a"]}
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            slow = [pool.submit(httpx.post, proc.url + "/rerank", json=body, timeout=30) for _ in range(2)]
-            deadline = time.monotonic() + 10
-            while proc.metric("qwen3_rerank_queue_depth") < 2:
-                assert time.monotonic() < deadline, "the two requests were never admitted"
-                time.sleep(0.02)
-            refused = httpx.post(proc.url + "/rerank", json=body, timeout=30)
-            assert refused.status_code == 429
-            assert refused.headers["retry-after"] == "1"
-            assert refused.json()["error"]["type"] == "overloaded"
-            for future in slow:
-                response = future.result(timeout=30)
-                assert response.status_code == 504
-                assert response.json()["error"]["type"] == "timeout"
-        assert httpx.get(proc.url + "/health", timeout=10).status_code == 200
-    finally:
-        proc.stop()
+# -- limits: 429 and 504 are tested in-process, over a slow fake model: tests/test_server_app.py
 
 
 # -- lifecycle ---------------------------------------------------------------------------------
@@ -419,7 +397,7 @@ def test_sigterm_finishes_requests_in_flight(tiny_model_dir, tmp_path, reranker)
         tiny_model_dir, tmp_path / "sigterm.log", "--max-batch-tokens", "128", "--max-batch-wait-ms", "0",
         # Each model step waits 1.5 s, so all six requests are admitted (and in flight) long
         # before the first can finish, even on a loaded machine.
-        env={"QWEN3_RERANK_TEST_STEP_DELAY_MS": "1500"},
+        step_delay=1.5,
     )
     n = 6
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import signal
 from pathlib import Path
 
 from ..files import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES
@@ -124,7 +123,6 @@ def resolve(args: argparse.Namespace, environ: dict | None = None) -> tuple[Serv
     if values["log_level"].lower() not in ("debug", "info", "warning", "error", "critical"):
         raise UsageError(f"unknown log level {values['log_level']!r}")
     name = values["served_model_name"] or (Path(model).name if Path(model).exists() else model)
-    step_delay_ms = env("TEST_STEP_DELAY_MS", environ)
     settings = ServerSettings(
         model_name=name,
         host=values["host"],
@@ -139,7 +137,6 @@ def resolve(args: argparse.Namespace, environ: dict | None = None) -> tuple[Serv
         max_batch_tokens=values["max_batch_tokens"],
         max_batch_wait=values["max_batch_wait_ms"] / 1000.0,
         log_level=values["log_level"].lower(),
-        step_delay=float(step_delay_ms) / 1000.0 if step_delay_ms else 0.0,
     )
     model_options = {
         "model": model,
@@ -159,13 +156,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
         import prometheus_client  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError:
         raise UsageError(SERVER_EXTRA_HINT) from None
 
     from ..reranker import Reranker
     from ..server import logs
-    from ..server.app import create_app
+    from ..server.run import serve
 
     logs.configure(settings.log_level)
     log = logging.getLogger("qwen3_rerank.server")
@@ -175,30 +172,4 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
         log.warning("listening on %s without an API key: anyone who can reach it can use it", settings.host)
 
-    app = create_app(settings, reranker)
-    state = app.state.server
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig, frame):  # SIGTERM / SIGINT: /ready says no while draining
-            state.draining = True
-            super().handle_exit(sig, frame)
-
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        lifespan="on",
-        timeout_graceful_shutdown=int(math.ceil(settings.request_timeout)) + 5,
-    )
-    server = Server(config)
-    # uvicorn re-raises the stop signal once it has shut down; with this no-op handler in place
-    # that ends the process normally (exit 0) instead of killing it with the signal.
-    previous = signal.signal(signal.SIGTERM, lambda *_: None)
-    try:
-        server.run()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return 0 if server.started else 1
+    return serve(settings, reranker)

@@ -1,4 +1,4 @@
-"""HTTP rerank server (``qwen3-rerank serve``): Cohere, Jina and TEI APIs over one micro-batcher.
+"""HTTP rerank server (``qwen3-rerank serve``): Cohere, Jina and TEI APIs over one request queue and model worker.
 
 Needs the ``server`` extra (FastAPI, uvicorn, prometheus-client). :func:`create_app` builds the
 ASGI app for an already loaded :class:`~qwen3_rerank.Reranker`.

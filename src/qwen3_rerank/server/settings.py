@@ -37,8 +37,6 @@ class ServerSettings:
     #: how long the micro-batcher waits for more requests once it has one, in seconds
     max_batch_wait: float = 0.005
     log_level: str = "info"
-    #: test hook: seconds the worker sleeps before each step (env QWEN3_RERANK_TEST_STEP_DELAY_MS)
-    step_delay: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("max_documents", "max_body_bytes", "max_queued_requests", "max_tokens_per_doc", "max_batch_tokens"):

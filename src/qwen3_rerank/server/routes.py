@@ -1,0 +1,212 @@
+"""The HTTP routes: check input, build :class:`RerankParams`, shape the answer.
+
+Each handler is a plain top-level function; what it needs comes in as typed dependencies
+(:data:`Server`, the API-key check), so a handler can be read, and tested, on its own. All
+scoring happens behind :meth:`ServerState.rerank`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .api_errors import ERROR_RESPONSES, ApiError, error_json
+from .infer import RerankParams
+from .schemas import (
+    ErrorResponse,
+    Health,
+    ModelCard,
+    ModelList,
+    RerankRequest,
+    RerankRequestV1,
+    RerankResponse,
+    TeiRank,
+    TeiRerankRequest,
+)
+from .state import ServerState
+
+
+def server_state(request: Request) -> ServerState:
+    """The app's :class:`ServerState` (set by ``create_app``)."""
+    return request.app.state.server
+
+
+Server = Annotated[ServerState, Depends(server_state)]
+
+
+async def check_api_key(request: Request, server: Server) -> None:
+    """401 unless ``Authorization: Bearer KEY`` names a configured key (when any are)."""
+    keys = server.settings.api_keys
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    given = token.strip().encode("utf-8", "surrogateescape")
+    valid = False
+    for key in keys:  # compare with every key, in constant time
+        valid |= hmac.compare_digest(given, key.encode("utf-8"))
+    if scheme.lower() != "bearer" or not valid:
+        raise ApiError(401, "unauthorized", "missing or invalid API key", {"WWW-Authenticate": "Bearer"})
+
+
+AUTHORIZED = [Depends(check_api_key)]
+
+router = APIRouter()
+
+
+def ranked(scores: list[float], top_n: int | None) -> list[int]:
+    """Indices best first; ties keep input order."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    return order if top_n is None else order[:top_n]
+
+
+# -- rerank --------------------------------------------------------------------------------------
+
+
+async def cohere_rerank(body: RerankRequest, request: Request, server: ServerState) -> dict:
+    """The Cohere / Jina answer for ``/v1/rerank`` and ``/v2/rerank``."""
+    settings = server.settings
+    texts = body.texts()
+    if body.top_n is not None and body.top_n > settings.max_documents:
+        raise ApiError(
+            422, "invalid_request", f"top_n={body.top_n} is more than the document limit ({settings.max_documents})"
+        )
+    limit = settings.max_tokens_per_doc
+    if body.max_tokens_per_doc is not None:
+        limit = min(limit, body.max_tokens_per_doc)
+    scored = await server.rerank(
+        RerankParams(
+            body.query,
+            texts,
+            instruction=body.instruction,
+            max_doc_tokens=limit,
+            chunking=body.chunking,
+            chunk_tokens=body.chunk_tokens,
+            chunk_overlap=body.chunk_overlap,
+        )
+    )
+    scores = [d.score for d in scored.documents]
+    results = []
+    for i in ranked(scores, body.top_n):
+        item: dict = {"index": i, "relevance_score": scores[i]}
+        if body.return_documents:
+            item["document"] = {"text": texts[i]}
+        best_chunk = scored.documents[i].best_chunk
+        if best_chunk is not None:
+            item["best_chunk"] = best_chunk.to_dict()
+        results.append(item)
+    tokens = scored.request.num_tokens
+    warnings = []
+    if any(scored.request.truncated):
+        warnings.append(
+            f"{sum(scored.request.truncated)} document(s) cut to fit max_length={server.model.max_length}"
+        )
+    return {
+        "id": request.state.request_id,
+        "model": settings.model_name,
+        "results": results,
+        "usage": {"total_tokens": tokens},
+        "meta": {
+            "api_version": {"version": "2"},
+            "billed_units": {"search_units": 1},
+            "tokens": {"input_tokens": tokens, "output_tokens": 0},
+            "warnings": warnings,
+        },
+    }
+
+
+@router.post(
+    "/v1/rerank",
+    response_model=RerankResponse,
+    response_model_exclude_none=True,
+    responses=ERROR_RESPONSES,
+    dependencies=AUTHORIZED,
+    tags=["rerank"],
+    summary="Rerank (Cohere / Jina shape; documents returned by default)",
+)
+async def rerank_v1(body: RerankRequestV1, request: Request, server: Server) -> dict:
+    return await cohere_rerank(body, request, server)
+
+
+@router.post(
+    "/v2/rerank",
+    response_model=RerankResponse,
+    response_model_exclude_none=True,
+    responses=ERROR_RESPONSES,
+    dependencies=AUTHORIZED,
+    tags=["rerank"],
+    summary="Rerank (Cohere v2 shape)",
+)
+async def rerank_v2(body: RerankRequest, request: Request, server: Server) -> dict:
+    return await cohere_rerank(body, request, server)
+
+
+@router.post(
+    "/rerank",
+    response_model=list[TeiRank],
+    response_model_exclude_none=True,
+    responses=ERROR_RESPONSES,
+    dependencies=AUTHORIZED,
+    tags=["rerank"],
+    summary="Rerank (text-embeddings-inference shape)",
+)
+async def rerank_tei(body: TeiRerankRequest, server: Server) -> list[dict]:
+    scored = await server.rerank(
+        RerankParams(
+            body.query,
+            list(body.texts),
+            instruction=body.instruction,
+            raw=body.raw_scores,
+            truncate=True if body.truncate is None else body.truncate,
+            max_doc_tokens=server.settings.max_tokens_per_doc,
+            cut_start=body.truncation_direction.lower() == "left",
+        )
+    )
+    scores = [d.score for d in scored.documents]
+    out = []
+    for i in ranked(scores, None):
+        item: dict = {"index": i, "score": scores[i]}
+        if body.return_text:
+            item["text"] = body.texts[i]
+        out.append(item)
+    return out
+
+
+# -- service -------------------------------------------------------------------------------------
+
+
+@router.get("/health", response_model=Health, tags=["service"], summary="The process is up")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/ready",
+    response_model=Health,
+    responses={503: {"model": ErrorResponse, "description": "not ready (loading or stopping)"}},
+    tags=["service"],
+    summary="The model is loaded and warmed up, and the server is not stopping",
+)
+async def ready(server: Server) -> dict | JSONResponse:
+    if server.ready and not server.draining:
+        return {"status": "ready"}
+    return error_json(503, "unavailable", "stopping" if server.draining else "the model is not ready")
+
+
+@router.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
+async def metrics(server: Server) -> Response:
+    return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/v1/models",
+    response_model=ModelList,
+    dependencies=AUTHORIZED,
+    tags=["service"],
+    responses={401: ERROR_RESPONSES[401]},
+)
+async def models(server: Server) -> dict:
+    return {"object": "list", "data": [ModelCard(id=server.settings.model_name, created=server.started)]}

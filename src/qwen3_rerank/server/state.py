@@ -1,0 +1,65 @@
+"""What the routes share: settings, model, metrics, the infer path and the server's readiness.
+
+Built once per app by :func:`~.app.create_app` and kept on ``app.state.server``; routes get it
+through :func:`~.routes.server_state`, typed, rather than from variables closed over.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from .admission import Admission
+from .api_errors import ApiError
+from .infer import Infer, RerankParams, Scored
+from .metrics import Metrics
+from .model import RerankModel
+from .request_queue import RequestQueue
+from .settings import ServerSettings
+from .worker import Worker
+
+log = logging.getLogger("qwen3_rerank.server")
+
+
+class ServerState:
+    def __init__(self, settings: ServerSettings, model: RerankModel) -> None:
+        self.settings = settings
+        self.model = model
+        self.metrics = Metrics()
+        self.admission = Admission(settings.max_queued_requests, self.metrics.queue_depth)
+        self.queue = RequestQueue()
+        self.worker = Worker(
+            model,
+            self.queue,
+            self.metrics,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_wait=settings.max_batch_wait,
+        )
+        self.infer = Infer(model, self.admission, self.queue, self.worker, timeout=settings.request_timeout)
+        #: loaded and warmed up (set by :meth:`start`)
+        self.ready = False
+        #: a stop signal came: refuse new requests, finish the ones in flight (set by ``serve``)
+        self.draining = False
+        self.started = int(time.time())
+
+    async def start(self) -> None:
+        """Start the worker and send one request through the whole path, so no client pays for it."""
+        self.worker.start()
+        began = time.perf_counter()
+        await self.infer.warm_up()
+        self.ready = True
+        log.info("model warmed up in %.2f s; ready", time.perf_counter() - began)
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.worker.stop()
+
+    async def rerank(self, params: RerankParams) -> Scored:
+        """Scores through :class:`Infer`, once the server takes requests and the request is in limits."""
+        if not self.ready or self.draining:
+            raise ApiError(503, "unavailable", "the model is not ready", {"Retry-After": "1"})
+        if len(params.texts) > self.settings.max_documents:
+            raise ApiError(
+                422, "invalid_request", f"too many documents: {len(params.texts)} (limit {self.settings.max_documents})"
+            )
+        return await self.infer.rerank(params)

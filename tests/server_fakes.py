@@ -1,0 +1,96 @@
+"""A fake model for in-process server tests: word tokens, scores by word count, optional sleep.
+
+It has what the server calls on a :class:`~qwen3_rerank.Reranker` (``prepare``,
+``score_requests_detailed``, ``tokenizer``, ``max_length``) and records every step, so tests
+can see which requests reached the model, and in which batches, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from qwen3_rerank.errors import InputError, RerankError
+from qwen3_rerank.reranker import ScoredDocument, ScoringRequest
+
+
+@dataclass(frozen=True)
+class LabelledRequest(ScoringRequest):
+    """A prepared request that carries a name, so a test can tell which ones the model saw."""
+
+    label: str = ""
+
+
+def request_of(tokens: int, label: str) -> LabelledRequest:
+    """One document of ``tokens`` tokens."""
+    return LabelledRequest(sequences=(tuple(range(tokens)),), truncated=(False,), label=label)
+
+
+class WordCutter:
+    """One token per whitespace-separated word."""
+
+    def cut_text(self, text: str, max_tokens: int) -> str:
+        words = text.split()
+        return text if len(words) <= max_tokens else " ".join(words[:max_tokens])
+
+    def cut_text_start(self, text: str, max_tokens: int) -> str:
+        words = text.split()
+        return text if len(words) <= max_tokens else " ".join(words[-max_tokens:])
+
+
+class FakeReranker:
+    """Sleeps ``delay`` s per step; fails a step holding a request labelled ``fail_label``."""
+
+    max_length = 8192
+
+    def __init__(self, delay: float = 0.0, fail_label: str | None = None, library_error: bool = False) -> None:
+        self.tokenizer = WordCutter()
+        self.delay = delay
+        self.fail_label = fail_label
+        self.library_error = library_error
+        #: labels of the requests of each step, in order
+        self.steps: list[list[str]] = []
+        #: set while a step runs (a test waits on it to know the model is busy)
+        self.busy = threading.Event()
+
+    def prepare(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: str | None = None,
+        truncate: bool = True,
+        max_doc_tokens: int | None = None,
+        chunking: str | None = None,
+        chunk_tokens: int = 512,
+        chunk_overlap: int = 64,
+    ) -> LabelledRequest:
+        if not query.strip():
+            raise InputError("query must not be empty")
+        if max_doc_tokens is not None:
+            documents = [self.tokenizer.cut_text(d, max_doc_tokens) for d in documents]
+        sequences = tuple(tuple(range(len(query.split()) + len(d.split()))) for d in documents)
+        return LabelledRequest(sequences=sequences, truncated=(False,) * len(documents), label=query)
+
+    def score_requests_detailed(
+        self, requests: Sequence[ScoringRequest], *, raw: bool = False
+    ) -> list[list[ScoredDocument]]:
+        self.busy.set()
+        try:
+            labels = [getattr(r, "label", "") for r in requests]
+            self.steps.append(labels)
+            time.sleep(self.delay)
+            if self.fail_label is not None and self.fail_label in labels:
+                if self.library_error:
+                    raise RerankError("the model says no")
+                raise RuntimeError("a bug deep in the model")
+            sign = -1.0 if raw else 1.0
+            return [[ScoredDocument(sign * len(seq)) for seq in r.sequences] for r in requests]
+        finally:
+            self.busy.clear()
+
+    def seen(self) -> list[str]:
+        """Every label that reached the model, in order."""
+        return [label for step in self.steps for label in step]
