@@ -53,4 +53,3 @@ def pad(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "left") -> 
             ids[row, cols] = seq
             mask[row, cols] = 1
     return ids, mask
-

@@ -165,8 +165,9 @@ def bm25_rankings(dataset: BeirDataset, query_ids: Sequence[str], k: int) -> dic
     if not doc_ids:
         raise InputError("the corpus is empty")
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize([dataset.corpus[d] for d in doc_ids], stopwords="en", show_progress=False),
-                    show_progress=False)
+    retriever.index(
+        bm25s.tokenize([dataset.corpus[d] for d in doc_ids], stopwords="en", show_progress=False), show_progress=False
+    )
     if not query_ids:
         return {}
     tokens = bm25s.tokenize([dataset.queries[q] for q in query_ids], stopwords="en", show_progress=False)
@@ -249,7 +250,9 @@ def parse_measures(names: Sequence[str]) -> list:
     return measures
 
 
-def measure_rankings(qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[str, Ranking], measures) -> dict[str, float]:
+def measure_rankings(
+    qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[str, Ranking], measures
+) -> dict[str, float]:
     """Mean of each measure over the queries of ``qrels``, each ranking taken in its given order."""
     ir_measures = require("ir_measures", EXTRA, "evaluation")
     run = {qid: {doc_id: float(len(r) - i) for i, (doc_id, _) in enumerate(r)} for qid, r in rankings.items()}

@@ -96,11 +96,7 @@ def resolve_model(
 
 
 def _looks_like_path(text: str) -> bool:
-    return (
-        not _REPO_ID.match(text)
-        or text.startswith((".", "/", "~"))
-        or os.sep in text.replace("/", "", 1)
-    )
+    return not _REPO_ID.match(text) or text.startswith((".", "/", "~")) or os.sep in text.replace("/", "", 1)
 
 
 def _download(repo_id, filename, revision, cache_dir, local_files_only, token) -> Path:

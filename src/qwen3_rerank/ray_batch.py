@@ -62,8 +62,12 @@ class _RerankActor:
             for name, values in ((self.query_column, queries), (self.document_column, documents)):
                 bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
                 if bad is not None:
-                    raise InputError(f"column {name!r} holds a {type(values[bad]).__name__}, not a string: {values[bad]!r}")
-            scores = self.reranker.score_pairs(list(zip(queries, documents)), instruction=self.instruction, raw=self.raw)
+                    raise InputError(
+                        f"column {name!r} holds a {type(values[bad]).__name__}, not a string: {values[bad]!r}"
+                    )
+            scores = self.reranker.score_pairs(
+                list(zip(queries, documents)), instruction=self.instruction, raw=self.raw
+            )
         return table.append_column(self.score_column, pa.array(scores, type=pa.float64()))
 
 
@@ -160,7 +164,9 @@ def score_file(
     options = {"dtype": dtype, "threads": threads, **(reranker_options or {})}
     require("pyarrow", EXTRA, "batch scoring on Ray")
 
-    with ray_instance(ray_address, num_cpus=math.ceil(workers * cpus) + 1, object_store_memory=object_store_memory) as ray:
+    with ray_instance(
+        ray_address, num_cpus=math.ceil(workers * cpus) + 1, object_store_memory=object_store_memory
+    ) as ray:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = preserve_order
         if fmt == "parquet":

@@ -109,7 +109,13 @@ def measure(kernel: str, rows: int = 1024, threads: int | None = None, repeat: i
         per_shape.append({"k": k, "n": n, "seconds": best, "gflops": flops / best / 1e9})
         total_flops += flops
         total_time += best
-    return {"kernel": kernel, "rows": rows, "threads": threads, "gflops": total_flops / total_time / 1e9, "shapes": per_shape}
+    return {
+        "kernel": kernel,
+        "rows": rows,
+        "threads": threads,
+        "gflops": total_flops / total_time / 1e9,
+        "shapes": per_shape,
+    }
 
 
 def measure_all(rows: int = 1024, threads: int | None = None, repeat: int = 5, kernels=KERNELS) -> dict:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 
 def _rows(report: dict, workload: str) -> list[dict]:
-    return [r for r in report.get("results", []) if r.get("workload", {}).get("name") == workload and "pairs_per_s" in r]
+    return [
+        r for r in report.get("results", []) if r.get("workload", {}).get("name") == workload and "pairs_per_s" in r
+    ]
 
 
 def _workloads(report: dict) -> list[str]:
@@ -114,7 +116,11 @@ def summary_markdown(report: dict) -> str:
     ]
     for workload in _workloads(report):
         rows = _rows(report, workload)
-        skipped = [r for r in report.get("results", []) if r.get("workload", {}).get("name") == workload and "pairs_per_s" not in r]
+        skipped = [
+            r
+            for r in report.get("results", [])
+            if r.get("workload", {}).get("name") == workload and "pairs_per_s" not in r
+        ]
         if not rows and not skipped:
             continue
         lines += [
@@ -132,7 +138,9 @@ def summary_markdown(report: dict) -> str:
                 f"{_f(ratios.get('vs_js_q8'))} | {_f(ratios.get('vs_js_q4'))} | {_loadavg(r)} |"
             )
         for r in skipped:
-            lines.append(f"| {r.get('name')} | {r.get('skipped') or 'error: ' + r.get('error', '')[-120:].replace('|', '/').replace(chr(10), ' ')} |")
+            lines.append(
+                f"| {r.get('name')} | {r.get('skipped') or 'error: ' + r.get('error', '')[-120:].replace('|', '/').replace(chr(10), ' ')} |"
+            )
         lines.append("")
     targets = report.get("targets", {})
     if targets:
@@ -145,8 +153,12 @@ def summary_markdown(report: dict) -> str:
             lines.append(f"| {name} | {_f(t['value'])} | {want} | {met} |")
         used = targets.get("_variants_used")
         if used:
-            lines += ["", "Variant used for each dtype (the fastest working score-graph one): "
-                      + ", ".join(f"{k}: {v}" for k, v in sorted(used.items())) + "."]
+            lines += [
+                "",
+                "Variant used for each dtype (the fastest working score-graph one): "
+                + ", ".join(f"{k}: {v}" for k, v in sorted(used.items()))
+                + ".",
+            ]
         lines.append("")
     gemm = report.get("gemm", {}).get("kernels", {})
     if gemm:
@@ -161,26 +173,40 @@ def summary_markdown(report: dict) -> str:
     if report.get("startup"):
         lines += ["## Cold vs warm start", "", "| engine | phase | load s | peak RSS MB |", "|---|---|---|---|"]
         for r in report["startup"]:
-            lines.append(f"| {r.get('name')} | {r.get('phase')} | {_f(r.get('load_s'))} | {_f(r.get('peak_rss_mb'), '{:.0f}')} |")
+            lines.append(
+                f"| {r.get('name')} | {r.get('phase')} | {_f(r.get('load_s'))} | {_f(r.get('peak_rss_mb'), '{:.0f}')} |"
+            )
         lines.append("")
     if report.get("memory_8k"):
-        lines += ["## Peak RSS at an 8,192-token document (default token budget 4,096)", "",
-                  "| engine | prompt tokens | seconds | peak RSS MB |", "|---|---|---|---|"]
+        lines += [
+            "## Peak RSS at an 8,192-token document (default token budget 4,096)",
+            "",
+            "| engine | prompt tokens | seconds | peak RSS MB |",
+            "|---|---|---|---|",
+        ]
         for r in report["memory_8k"]:
             lines.append(
                 f"| {r.get('name')} | {_f(r.get('mean_prompt_tokens'), '{:.0f}')} | {_f(r.get('seconds'), '{:.1f}')} | "
-                f"{_f(r.get('peak_rss_mb'), '{:.0f}')} |" if "error" not in r else f"| {r.get('name')} | error: {r['error'][-200:]} |"
+                f"{_f(r.get('peak_rss_mb'), '{:.0f}')} |"
+                if "error" not in r
+                else f"| {r.get('name')} | error: {r['error'][-200:]} |"
             )
         lines.append("")
     if report.get("session_sweep"):
         lines += ["## Session options (q8 score graph)", "", "| options | pairs/s | peak RSS MB |", "|---|---|---|"]
         for r in report["session_sweep"]:
-            lines.append(f"| `{r.get('session_options')}` | {_f(r.get('pairs_per_s'))} | {_f(r.get('peak_rss_mb'), '{:.0f}')} |")
+            lines.append(
+                f"| `{r.get('session_options')}` | {_f(r.get('pairs_per_s'))} | {_f(r.get('peak_rss_mb'), '{:.0f}')} |"
+            )
         lines.append("")
     prof = report.get("profile", {})
     if prof.get("by_op_type"):
-        lines += [f"## ORT profile, {prof.get('dtype')} score graph, {prof['workload']['name']} ({prof.get('pairs')} pairs)",
-                  "", "| op type | ms | share |", "|---|---|---|"]
+        lines += [
+            f"## ORT profile, {prof.get('dtype')} score graph, {prof['workload']['name']} ({prof.get('pairs')} pairs)",
+            "",
+            "| op type | ms | share |",
+            "|---|---|---|",
+        ]
         for row in prof["by_op_type"][:15]:
             lines.append(f"| {row['op_type']} | {row['ms']:.0f} | {100 * row['share']:.1f}% |")
         lines.append("")

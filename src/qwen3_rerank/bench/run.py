@@ -161,7 +161,13 @@ def run_matrix(args) -> list[dict]:
             if args.planned_only and workload not in plan:
                 continue
             if engine.startswith("torch-bf16") and not cpu["bf16"] and not args.force_bf16:
-                results.append({"name": engine, "workload": {"name": workload}, "skipped": "bf16 skipped: no CPU support (no avx512_bf16/amx_bf16)"})
+                results.append(
+                    {
+                        "name": engine,
+                        "workload": {"name": workload},
+                        "skipped": "bf16 skipped: no CPU support (no avx512_bf16/amx_bf16)",
+                    }
+                )
                 continue
             if engine.startswith("torch") and not args.checkpoint:
                 results.append({"name": engine, "workload": {"name": workload}, "skipped": "no --checkpoint"})
@@ -173,7 +179,9 @@ def run_matrix(args) -> list[dict]:
                 results.append(done[(engine, workload)])
                 continue
             flags = engine_args(engine) + ["--workload", workload, "--repeat", str(args.repeat)]
-            flags += ["--checkpoint", str(args.checkpoint)] if engine.startswith("torch") else ["--model", str(args.model)]
+            flags += (
+                ["--checkpoint", str(args.checkpoint)] if engine.startswith("torch") else ["--model", str(args.model)]
+            )
             if args.threads:
                 flags += ["--threads", str(args.threads)]
             if max_q:
@@ -230,13 +238,21 @@ def add_ratios(results: list[dict], gemm: dict | None) -> dict:
 
     def get(name, workload, key):
         row = by.get((name, workload))
-        return None if row is None else row.get("ratios", {}).get(key) if key.startswith(("vs_", "prefix", "fraction")) else row.get(key)
+        return (
+            None
+            if row is None
+            else row.get("ratios", {}).get(key)
+            if key.startswith(("vs_", "prefix", "fraction"))
+            else row.get(key)
+        )
 
     w = "1x100x128"
 
     def best(dtype, workload, key):
         """The figure of this dtype's fastest working score-graph variant (fast, pr1 or sg)."""
-        rows = [by[(f"ours-{dtype}-{m}", workload)] for m in ("fast", "pr1", "sg") if (f"ours-{dtype}-{m}", workload) in by]
+        rows = [
+            by[(f"ours-{dtype}-{m}", workload)] for m in ("fast", "pr1", "sg") if (f"ours-{dtype}-{m}", workload) in by
+        ]
         if not rows:
             return None
         top = max(rows, key=lambda row: row["pairs_per_s"])
@@ -250,10 +266,21 @@ def add_ratios(results: list[dict], gemm: dict | None) -> dict:
         "q8_vs_torch_fp32_ltk1_1x100x128": {"value": best("q8", w, "vs_torch_fp32_ltk1"), "target": None},
         "q4_vs_js_q4_1x100x128": {"value": best("q4", w, "vs_js_q4"), "target": 3.0},
         "q8_vs_js_q8_1x100x128": {"value": best("q8", w, "vs_js_q8"), "target": None},
-        "prefix_reuse_q8_1x100x128": {"value": get("ours-q8-fast", w, "prefix_reuse_speedup") or get("ours-q8-pr1", w, "prefix_reuse_speedup"), "target": 1.3},
+        "prefix_reuse_q8_1x100x128": {
+            "value": get("ours-q8-fast", w, "prefix_reuse_speedup") or get("ours-q8-pr1", w, "prefix_reuse_speedup"),
+            "target": 1.3,
+        },
         "q8_fraction_of_int8_ceiling_1x100x128": {"value": best("q8", w, "fraction_of_gemm_ceiling"), "target": 0.6},
-        "q8_peak_rss_mb_1x20x512": {"value": best("q8", "1x20x512", "peak_rss_mb"), "target": 1024.0, "lower_is_better": True},
-        "q4_peak_rss_mb_1x20x512": {"value": best("q4", "1x20x512", "peak_rss_mb"), "target": 1024.0, "lower_is_better": True},
+        "q8_peak_rss_mb_1x20x512": {
+            "value": best("q8", "1x20x512", "peak_rss_mb"),
+            "target": 1024.0,
+            "lower_is_better": True,
+        },
+        "q4_peak_rss_mb_1x20x512": {
+            "value": best("q4", "1x20x512", "peak_rss_mb"),
+            "target": 1024.0,
+            "lower_is_better": True,
+        },
     }
     targets["_variants_used"] = chosen
     for name, t in targets.items():
@@ -308,18 +335,33 @@ def run_startup(args, dtypes=("q8",)) -> list[dict]:
                 },
             }
             # One document per run with prefix reuse: what every graph accepts (see ours-<dtype>-pr1).
-            base = ["--engine", "ours", "--dtype", dtype, "--model", str(folder), "--workload", "1x8x32",
-                    "--batch-size", "1"]
+            base = [
+                "--engine",
+                "ours",
+                "--dtype",
+                dtype,
+                "--model",
+                str(folder),
+                "--workload",
+                "1x8x32",
+                "--batch-size",
+                "1",
+            ]
             if args.threads:
                 base += ["--threads", str(args.threads)]
             phases = [
                 ("cold", ["--load-only"]),
                 ("warm", []),
-                ("warm, saving ORT-optimized graph",
-                 ["--load-only", "--session-options", json.dumps(save)]),
-                ("ORT-optimized graph, optimizations off",
-                 ["--onnx-path", str(optimized),
-                  "--session-options", json.dumps({"graph_optimization_level": "ORT_DISABLE_ALL"})]),
+                ("warm, saving ORT-optimized graph", ["--load-only", "--session-options", json.dumps(save)]),
+                (
+                    "ORT-optimized graph, optimizations off",
+                    [
+                        "--onnx-path",
+                        str(optimized),
+                        "--session-options",
+                        json.dumps({"graph_optimization_level": "ORT_DISABLE_ALL"}),
+                    ],
+                ),
             ]
             for phase, extra in phases:
                 _log(f"[bench] start {dtype} {phase} ...")
@@ -334,14 +376,26 @@ def run_memory(args, dtypes=("q8", "fp32")) -> list[dict]:
     rows = []
     for dtype in dtypes:
         _log(f"[bench] memory ours-{dtype}-fast on 1x1x8192 ...")
-        flags = ["--engine", "ours", "--dtype", dtype, "--model", str(args.model), "--workload", "1x1x8192",
-                 "--warmup-docs", "0"]
+        flags = [
+            "--engine",
+            "ours",
+            "--dtype",
+            dtype,
+            "--model",
+            str(args.model),
+            "--workload",
+            "1x1x8192",
+            "--warmup-docs",
+            "0",
+        ]
         if args.threads:
             flags += ["--threads", str(args.threads)]
         result = run_worker(flags, timeout=args.timeout)
         result["name"] = f"ours-{dtype}-fast"
         rows.append(result)
-        _log(f"[bench]   RSS {result.get('peak_rss_mb', float('nan')):.0f} MB, {result.get('seconds', float('nan')):.1f} s")
+        _log(
+            f"[bench]   RSS {result.get('peak_rss_mb', float('nan')):.0f} MB, {result.get('seconds', float('nan')):.1f} s"
+        )
     return rows
 
 
@@ -357,23 +411,54 @@ def run_sweep(args, workload="1x100x128", max_docs=4) -> list[dict]:
     rows = []
     for options in SWEEP if not args.quick else SWEEP[:2]:
         _log(f"[bench] sweep q8 {options} ...")
-        flags = ["--engine", "ours", "--dtype", args.sweep_dtype, "--model", str(args.model), "--workload", workload,
-                 "--max-docs", str(max_docs), "--session-options", json.dumps(options), "--repeat", str(args.repeat),
-                 "--warmup-docs", "2",
-                 "--no-prefix-reuse"]
+        flags = [
+            "--engine",
+            "ours",
+            "--dtype",
+            args.sweep_dtype,
+            "--model",
+            str(args.model),
+            "--workload",
+            workload,
+            "--max-docs",
+            str(max_docs),
+            "--session-options",
+            json.dumps(options),
+            "--repeat",
+            str(args.repeat),
+            "--warmup-docs",
+            "2",
+            "--no-prefix-reuse",
+        ]
         result = run_worker(flags, timeout=args.timeout)
         result["name"] = f"ours-{args.sweep_dtype}-fast"
         rows.append(result)
-        _log(f"[bench]   {result.get('pairs_per_s', float('nan')):.2f} pairs/s, RSS {result.get('peak_rss_mb', float('nan')):.0f} MB")
+        _log(
+            f"[bench]   {result.get('pairs_per_s', float('nan')):.2f} pairs/s, RSS {result.get('peak_rss_mb', float('nan')):.0f} MB"
+        )
     return rows
 
 
 def run_profile(args, workload="1x100x128", max_docs=8) -> dict:
     """ORT profile of the q8 score graph, node time grouped by op type."""
     with tempfile.TemporaryDirectory(prefix="qwen3-bench-prof-") as tmp:
-        flags = ["--engine", "ours", "--dtype", args.sweep_dtype, "--model", str(args.model), "--workload", workload,
-                 "--max-docs", str(max_docs), "--profile", str(Path(tmp) / "ort"), "--warmup-docs", "2",
-                 "--no-prefix-reuse"]
+        flags = [
+            "--engine",
+            "ours",
+            "--dtype",
+            args.sweep_dtype,
+            "--model",
+            str(args.model),
+            "--workload",
+            workload,
+            "--max-docs",
+            str(max_docs),
+            "--profile",
+            str(Path(tmp) / "ort"),
+            "--warmup-docs",
+            "2",
+            "--no-prefix-reuse",
+        ]
         _log(f"[bench] profile {args.sweep_dtype} on {workload} ...")
         result = run_worker(flags, timeout=args.timeout)
         if "error" in result:
@@ -412,9 +497,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engines", default=None, help="comma-separated engine names (see module doc)")
     p.add_argument("--repeat", type=int, default=1, help="timed passes over each workload (default 1)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for every engine (default: library's)")
-    p.add_argument("--quick", action="store_true", help="small workloads, our fp32 engines, no extras (tests, tiny model)")
+    p.add_argument(
+        "--quick", action="store_true", help="small workloads, our fp32 engines, no extras (tests, tiny model)"
+    )
     p.add_argument("--all-pairs", action="store_true", help="run every engine on every pair of every workload")
-    p.add_argument("--extras", default=None, help="comma-separated: gemm,startup,memory,sweep,profile (default: all; quick: none)")
+    p.add_argument(
+        "--extras", default=None, help="comma-separated: gemm,startup,memory,sweep,profile (default: all; quick: none)"
+    )
     p.add_argument("--warmup-docs", type=int, default=2, help="documents in each untimed warm-up call (js: 1)")
     p.add_argument("--update", action="store_true", help="rerun only --extras into the existing results.json in --out")
     p.add_argument("--resume", action="store_true", help="reuse the measured rows of rows.jsonl in --out")
@@ -429,11 +518,17 @@ def run(args) -> dict:
     args.model = Path(args.model)
     args.checkpoint = Path(args.checkpoint) if args.checkpoint else None
     explicit = bool(args.engines and args.workloads)
-    args.workloads = args.workloads.split(",") if args.workloads else list(QUICK_WORKLOADS if args.quick else MAIN_WORKLOADS)
+    args.workloads = (
+        args.workloads.split(",") if args.workloads else list(QUICK_WORKLOADS if args.quick else MAIN_WORKLOADS)
+    )
     args.engines = args.engines.split(",") if args.engines else list(QUICK_ENGINES if args.quick else DEFAULT_PLAN)
     # The full run follows DEFAULT_PLAN; --quick, --all-pairs or explicit engines + workloads run every pair.
     args.planned_only = not (args.quick or args.all_pairs or explicit)
-    extras = args.extras.split(",") if args.extras is not None else ([] if args.quick else ["gemm", "startup", "memory", "sweep", "profile"])
+    extras = (
+        args.extras.split(",")
+        if args.extras is not None
+        else ([] if args.quick else ["gemm", "startup", "memory", "sweep", "profile"])
+    )
     extras = [e for e in extras if e]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -441,7 +536,9 @@ def run(args) -> dict:
     report: dict = {
         "schema": "qwen3-rerank-bench/1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join(["qwen3-rerank", *sys.argv[1:]]) if args.from_cli else _shell([sys.executable, "-m", "qwen3_rerank.bench.run", *sys.argv[1:]]),
+        "command": " ".join(["qwen3-rerank", *sys.argv[1:]])
+        if args.from_cli
+        else _shell([sys.executable, "-m", "qwen3_rerank.bench.run", *sys.argv[1:]]),
         "machine": cpu_info(),
         "versions": _versions(),
         "model": str(args.model),
@@ -452,7 +549,9 @@ def run(args) -> dict:
     if args.update:
         # Rerun only the listed extras into an existing report; the matrix and the rest are kept.
         previous = json.loads((out / "results.json").read_text())
-        previous.setdefault("updates", []).append({"command": report["command"], "extras": extras, "created": report["created"]})
+        previous.setdefault("updates", []).append(
+            {"command": report["command"], "extras": extras, "created": report["created"]}
+        )
         report = previous
     if "gemm" in extras:
         _log("[bench] GEMM ceilings ...")

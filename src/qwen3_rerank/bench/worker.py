@@ -155,7 +155,9 @@ def run_ours(args, calls, warmup) -> dict:
             if reuse:
                 segments.append((request.shared_prefix, 0))
             for i, seq in enumerate(request.sequences):
-                segments.append((len(seq) - request.shared_prefix, request.shared_prefix) if i in reuse else (len(seq), 0))
+                segments.append(
+                    (len(seq) - request.shared_prefix, request.shared_prefix) if i in reuse else (len(seq), 0)
+                )
     if args.profile:
         out["profile_file"] = reranker.engine.session.end_profiling()
     out.update(latencies_s=latencies, seconds=seconds, pairs=pairs, first_scores=first, executed_segments=segments)
@@ -356,11 +358,14 @@ def main(argv=None) -> int:
         if args.engine == "js" and result.get("batch", 1) == 1:
             lm_rows = tokens
         else:
-            lm_rows = sum(
-                len(row[s : s + args.batch]) * max(row[s : s + args.batch])
-                for row in lengths
-                for s in range(0, len(row), args.batch)
-            ) * args.repeat
+            lm_rows = (
+                sum(
+                    len(row[s : s + args.batch]) * max(row[s : s + args.batch])
+                    for row in lengths
+                    for s in range(0, len(row), args.batch)
+                )
+                * args.repeat
+            )
     elif args.engine == "torch":
         lm_rows = raw["pairs"]
     work = workload_flops(config, full_segments, lm_head_rows=lm_rows)

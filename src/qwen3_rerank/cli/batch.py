@@ -33,7 +33,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--raw", action="store_true", help="write the logit gap yes - no instead of probabilities")
     parser.add_argument("--workers", type=positive_int, default=2, help="reranker actors, one model each (default: 2)")
     parser.add_argument(
-        "--cpus-per-worker", type=positive_float, default=None, help="CPUs each actor reserves in Ray (default: --threads)"
+        "--cpus-per-worker",
+        type=positive_float,
+        default=None,
+        help="CPUs each actor reserves in Ray (default: --threads)",
     )
     parser.add_argument("--rows-per-batch", type=positive_int, default=256, help="rows per Ray batch (default: 256)")
     parser.add_argument(

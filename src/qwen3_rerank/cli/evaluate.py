@@ -32,7 +32,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="an ir-measures metric, repeatable (default: nDCG@10, RR@10 i.e. MRR@10, R@<top-k>)",
     )
-    parser.add_argument("--max-queries", type=positive_int, default=None, help="evaluate only the first N judged queries")
+    parser.add_argument(
+        "--max-queries", type=positive_int, default=None, help="evaluate only the first N judged queries"
+    )
     parser.add_argument("--instruction", default=None, help="task instruction (default: web search)")
     parser.add_argument("--max-doc-tokens", type=positive_int, default=None, help="cut each document to N tokens first")
     parser.add_argument("--save-run", default=None, help="write the reranked top-k as a TREC run file")

@@ -14,7 +14,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "optimize", help="build the score graphs of a model folder ahead of time (otherwise built at first load)"
     )
     optimize.add_argument("model", help="model folder or Hub repo id")
-    optimize.add_argument("--dtype", type=dtype_name, default=None, help="only this variant (default: every variant present)")
+    optimize.add_argument(
+        "--dtype", type=dtype_name, default=None, help="only this variant (default: every variant present)"
+    )
     optimize.set_defaults(handler=run)
 
 

@@ -90,19 +90,30 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     d = ModelOptions()
     parser.add_argument("--model", default=d.model, help=f"local folder or Hub repo id (default: {d.model})")
     parser.add_argument(
-        "--dtype", default=d.dtype, type=dtype_name, choices=DTYPES, metavar="DTYPE",
+        "--dtype",
+        default=d.dtype,
+        type=dtype_name,
+        choices=DTYPES,
+        metavar="DTYPE",
         help=f"model variant: {', '.join(DTYPES)} (default: {d.dtype})",
     )
     parser.add_argument("--device", default=d.device, help=f"cpu, cuda or cuda:N (default: {d.device})")
-    parser.add_argument("--threads", type=positive_int, default=d.threads, help="intra-op threads (default: one per core)")
     parser.add_argument(
-        "--max-length", type=positive_int, default=d.max_length, help=f"most tokens per prompt (default: {d.max_length})"
+        "--threads", type=positive_int, default=d.threads, help="intra-op threads (default: one per core)"
+    )
+    parser.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=d.max_length,
+        help=f"most tokens per prompt (default: {d.max_length})",
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=d.batch_size, help=f"most pairs per batch (default: {d.batch_size})"
     )
     parser.add_argument(
-        "--max-batch-tokens", type=positive_int, default=d.max_batch_tokens,
+        "--max-batch-tokens",
+        type=positive_int,
+        default=d.max_batch_tokens,
         help=f"token budget per padded batch (default: {d.max_batch_tokens})",
     )
     parser.add_argument(

@@ -10,7 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..reranker import RerankResult
-from .options import CHUNKING_MODES, ModelOptions, UsageError, add_model_options, add_progress_options, positive_int, show_progress
+from .options import (
+    CHUNKING_MODES,
+    ModelOptions,
+    UsageError,
+    add_model_options,
+    add_progress_options,
+    positive_int,
+    show_progress,
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -32,7 +40,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="split long documents into overlapping token windows and combine their scores",
     )
     rerank.add_argument("--chunk-tokens", type=positive_int, default=512, help="window length in tokens (default: 512)")
-    rerank.add_argument("--chunk-overlap", type=int, default=64, help="tokens shared by consecutive windows (default: 64)")
+    rerank.add_argument(
+        "--chunk-overlap", type=int, default=64, help="tokens shared by consecutive windows (default: 64)"
+    )
     rerank.add_argument("--json", action="store_true", help="print a JSON array of {index, score, document}")
     add_progress_options(rerank)
     rerank.add_argument("documents", nargs="*", help="documents to rank (or use --docs)")

@@ -91,7 +91,9 @@ def io_names(num_layers: int, with_past: bool = True) -> tuple[list[str], list[s
     return inputs, outputs
 
 
-def export_model(model, onnx_path: str | os.PathLike[str], *, with_past: bool = True, external_data: bool = True) -> Path:
+def export_model(
+    model, onnx_path: str | os.PathLike[str], *, with_past: bool = True, external_data: bool = True
+) -> Path:
     """Write ``model`` (a float32 ``transformers`` Qwen3 causal LM or one-label sequence
     classifier) to ``onnx_path``.
 
@@ -113,7 +115,11 @@ def export_model(model, onnx_path: str | os.PathLike[str], *, with_past: bool = 
         torch.zeros(batch, kv_heads, past_len, head_dim, dtype=next(model.parameters()).dtype)
         for _ in range(2 * config.num_hidden_layers if with_past else 0)
     )
-    b, s, t = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length"), torch.export.Dim("total_sequence_length")
+    b, s, t = (
+        torch.export.Dim("batch_size"),
+        torch.export.Dim("sequence_length"),
+        torch.export.Dim("total_sequence_length"),
+    )
     p = torch.export.Dim("past_sequence_length")
     args = (input_ids, attention_mask, position_ids)
     dynamic_shapes = ({0: b, 1: s}, {0: b, 1: t}, {0: b, 1: s})
@@ -138,8 +144,14 @@ def export_model(model, onnx_path: str | os.PathLike[str], *, with_past: bool = 
     if external_data:
         data_name = onnx_path.name + "_data"
         (onnx_path.parent / data_name).unlink(missing_ok=True)
-        onnx.save_model(proto, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
+        onnx.save_model(
+            proto,
+            str(onnx_path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_name,
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(proto, str(onnx_path))
     return onnx_path

@@ -39,8 +39,14 @@ class Qwen3RerankCompressor(BaseDocumentCompressor):
     """Metadata key that receives the score."""
 
     @classmethod
-    def from_pretrained(cls, model: str = "onnx-community/Qwen3-Reranker-0.6B-ONNX", *, top_n: int | None = 3,
-                        instruction: str | None = None, **options: Any) -> Qwen3RerankCompressor:
+    def from_pretrained(
+        cls,
+        model: str = "onnx-community/Qwen3-Reranker-0.6B-ONNX",
+        *,
+        top_n: int | None = 3,
+        instruction: str | None = None,
+        **options: Any,
+    ) -> Qwen3RerankCompressor:
         """Load the model with :meth:`Reranker.from_pretrained` (``options`` go to it)."""
         return cls(reranker=Reranker.from_pretrained(model, **options), top_n=top_n, instruction=instruction)
 
@@ -61,8 +67,6 @@ class Qwen3RerankCompressor(BaseDocumentCompressor):
             return_documents=False,
         )
         return [
-            documents[r.index].model_copy(
-                update={"metadata": {**documents[r.index].metadata, self.score_key: r.score}}
-            )
+            documents[r.index].model_copy(update={"metadata": {**documents[r.index].metadata, self.score_key: r.score}})
             for r in results
         ]

@@ -40,8 +40,14 @@ class Qwen3RerankPostprocessor(BaseNodePostprocessor):
         self._reranker = reranker
 
     @classmethod
-    def from_pretrained(cls, model: str = "onnx-community/Qwen3-Reranker-0.6B-ONNX", *, top_n: int | None = 3,
-                        instruction: str | None = None, **options: Any) -> Qwen3RerankPostprocessor:
+    def from_pretrained(
+        cls,
+        model: str = "onnx-community/Qwen3-Reranker-0.6B-ONNX",
+        *,
+        top_n: int | None = 3,
+        instruction: str | None = None,
+        **options: Any,
+    ) -> Qwen3RerankPostprocessor:
         """Load the model with :meth:`Reranker.from_pretrained` (``options`` go to it)."""
         return cls(Reranker.from_pretrained(model, **options), top_n=top_n, instruction=instruction)
 
