@@ -173,8 +173,8 @@ def bm25_rankings(dataset: BeirDataset, query_ids: Sequence[str], k: int) -> dic
     tokens = bm25s.tokenize([dataset.queries[q] for q in query_ids], stopwords="en", show_progress=False)
     indices, scores = retriever.retrieve(tokens, k=min(k, len(doc_ids)), show_progress=False)
     rankings = {}
-    for qid, row, row_scores in zip(query_ids, indices, scores):
-        rankings[qid] = [(doc_ids[int(i)], float(s)) for i, s in zip(row, row_scores) if s > 0]
+    for qid, row, row_scores in zip(query_ids, indices, scores, strict=True):
+        rankings[qid] = [(doc_ids[int(i)], float(s)) for i, s in zip(row, row_scores, strict=True) if s > 0]
     return rankings
 
 
@@ -219,7 +219,7 @@ def rerank_rankings(
                 )
                 for qid in group
             ]
-            for qid, scores in zip(group, reranker.score_requests(requests)):
+            for qid, scores in zip(group, reranker.score_requests(requests), strict=True):
                 docs = [doc_id for doc_id, _ in candidates[qid]]
                 order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))
                 reranked[qid] = [(docs[i], scores[i]) for i in order]

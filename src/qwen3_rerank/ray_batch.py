@@ -66,7 +66,7 @@ class _RerankActor:
                         f"column {name!r} holds a {type(values[bad]).__name__}, not a string: {values[bad]!r}"
                     )
             scores = self.reranker.score_pairs(
-                list(zip(queries, documents)), instruction=self.instruction, raw=self.raw
+                list(zip(queries, documents, strict=True)), instruction=self.instruction, raw=self.raw
             )
         return table.append_column(self.score_column, pa.array(scores, type=pa.float64()))
 

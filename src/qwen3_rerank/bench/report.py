@@ -126,7 +126,8 @@ def summary_markdown(report: dict) -> str:
         lines += [
             f"## {workload} (queries × documents × document tokens)",
             "",
-            "| engine | pairs run | pairs/s | tokens/s | p50 s/call | p95 s/call | peak RSS MB | load s | GFLOP/s | × torch fp32 | × torch ltk=1 | × js q8 | × js q4 | load avg |",
+            "| engine | pairs run | pairs/s | tokens/s | p50 s/call | p95 s/call | peak RSS MB | load s | GFLOP/s "
+            "| × torch fp32 | × torch ltk=1 | × js q8 | × js q4 | load avg |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
@@ -134,13 +135,13 @@ def summary_markdown(report: dict) -> str:
             lines.append(
                 f"| {r['name']} | {r['pairs']} | {r['pairs_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
                 f"{r['latency_p50_s']:.2f} | {r['latency_p95_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['load_s']:.1f} | "
-                f"{r['executed_gflops']:.0f} | {_f(ratios.get('vs_torch_fp32'))} | {_f(ratios.get('vs_torch_fp32_ltk1'))} | "
+                f"{r['executed_gflops']:.0f} | {_f(ratios.get('vs_torch_fp32'))} | "
+                f"{_f(ratios.get('vs_torch_fp32_ltk1'))} | "
                 f"{_f(ratios.get('vs_js_q8'))} | {_f(ratios.get('vs_js_q4'))} | {_loadavg(r)} |"
             )
         for r in skipped:
-            lines.append(
-                f"| {r.get('name')} | {r.get('skipped') or 'error: ' + r.get('error', '')[-120:].replace('|', '/').replace(chr(10), ' ')} |"
-            )
+            reason = r.get("skipped") or "error: " + r.get("error", "")[-120:].replace("|", "/").replace(chr(10), " ")
+            lines.append(f"| {r.get('name')} | {reason} |")
         lines.append("")
     targets = report.get("targets", {})
     if targets:

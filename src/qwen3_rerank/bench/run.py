@@ -394,7 +394,8 @@ def run_memory(args, dtypes=("q8", "fp32")) -> list[dict]:
         result["name"] = f"ours-{dtype}-fast"
         rows.append(result)
         _log(
-            f"[bench]   RSS {result.get('peak_rss_mb', float('nan')):.0f} MB, {result.get('seconds', float('nan')):.1f} s"
+            f"[bench]   RSS {result.get('peak_rss_mb', float('nan')):.0f} MB, "
+            f"{result.get('seconds', float('nan')):.1f} s"
         )
     return rows
 
@@ -434,7 +435,8 @@ def run_sweep(args, workload="1x100x128", max_docs=4) -> list[dict]:
         result["name"] = f"ours-{args.sweep_dtype}-fast"
         rows.append(result)
         _log(
-            f"[bench]   {result.get('pairs_per_s', float('nan')):.2f} pairs/s, RSS {result.get('peak_rss_mb', float('nan')):.0f} MB"
+            f"[bench]   {result.get('pairs_per_s', float('nan')):.2f} pairs/s, "
+            f"RSS {result.get('peak_rss_mb', float('nan')):.0f} MB"
         )
     return rows
 
