@@ -27,7 +27,8 @@ class Chunk:
     char_start: int
     char_end: int
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, int]:
+        """The chunk as a JSON-ready dict of its five fields."""
         return asdict(self)
 
 
@@ -50,7 +51,7 @@ def split_windows(offsets: list[tuple[int, int]], text_length: int, window_token
     if count <= window_tokens:
         return [Chunk(0, 0, count, 0, text_length)]
     stride = window_tokens - overlap
-    chunks = []
+    chunks: list[Chunk] = []
     start = 0
     while True:
         end = min(start + window_tokens, count)

@@ -26,9 +26,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ._extras import require
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from ir_measures import Measure
+
+    from .reranker import Reranker
 
 EXTRA = "eval"
 DEFAULT_TOP_K = 100
@@ -65,7 +71,8 @@ class EvalReport:
     first_rankings: dict[str, Ranking] = field(repr=False)
     reranked: dict[str, Ranking] = field(repr=False)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict: first stage, top k, counts and, per metric, before/after/change."""
         return {
             "first_stage": self.first_stage,
             "top_k": self.top_k,
@@ -81,7 +88,7 @@ class EvalReport:
 # -- reading ---------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise InputError(f"not a BEIR dataset: {path} is missing")
     records = []
@@ -179,7 +186,7 @@ def bm25_rankings(dataset: BeirDataset, query_ids: Sequence[str], k: int) -> dic
 
 
 def rerank_rankings(
-    reranker,
+    reranker: Reranker,
     dataset: BeirDataset,
     candidates: Mapping[str, Ranking],
     *,
@@ -205,7 +212,8 @@ def rerank_rankings(
     try:
         start = 0
         while start < len(work):
-            group, pairs = [], 0
+            group: list[str] = []
+            pairs = 0
             while start < len(work) and (not group or pairs + len(candidates[work[start]]) <= PAIRS_PER_CALL):
                 group.append(work[start])
                 pairs += len(candidates[work[start]])
@@ -238,10 +246,10 @@ def default_measures(top_k: int) -> list[str]:
     return ["nDCG@10", "RR@10", f"R@{top_k}"]
 
 
-def parse_measures(names: Sequence[str]) -> list:
+def parse_measures(names: Sequence[str]) -> list[Measure]:
     """ir-measures objects for names such as ``nDCG@10``, ``MRR@10`` (= ``RR@10``), ``R@100``, ``P@5``."""
     ir_measures = require("ir_measures", EXTRA, "evaluation")
-    measures = []
+    measures: list[Measure] = []
     for name in names:
         try:
             measures.append(ir_measures.parse_measure(name))
@@ -251,7 +259,7 @@ def parse_measures(names: Sequence[str]) -> list:
 
 
 def measure_rankings(
-    qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[str, Ranking], measures
+    qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[str, Ranking], measures: Sequence[Measure]
 ) -> dict[str, float]:
     """Mean of each measure over the queries of ``qrels``, each ranking taken in its given order."""
     ir_measures = require("ir_measures", EXTRA, "evaluation")
@@ -262,7 +270,7 @@ def measure_rankings(
 
 
 def evaluate_reranker(
-    reranker,
+    reranker: Reranker,
     dataset: BeirDataset,
     *,
     run: Mapping[str, Ranking] | None = None,

@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 from .errors import ModelLoadError
 
@@ -46,15 +47,15 @@ class ModelFiles:
     dtype: str
     onnx: Path
     tokenizer: Path
-    config: dict
-    tokenizer_config: dict
+    config: dict[str, Any]
+    tokenizer_config: dict[str, Any]
 
     @property
     def pad_token(self) -> str | None:
         pad = self.tokenizer_config.get("pad_token")
         if isinstance(pad, dict):  # older tokenizer_config files store AddedToken dicts
             pad = pad.get("content")
-        return pad
+        return cast("str | None", pad)
 
 
 def available_dtypes(root: Path) -> list[str]:
@@ -99,16 +100,23 @@ def _looks_like_path(text: str) -> bool:
     return not _REPO_ID.match(text) or text.startswith((".", "/", "~")) or os.sep in text.replace("/", "", 1)
 
 
-def _download(repo_id, filename, revision, cache_dir, local_files_only, token) -> Path:
+def _download(
+    repo_id: str,
+    filename: str,
+    revision: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+    local_files_only: bool,
+    token: str | bool | None,
+) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.utils import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError
 
     patterns = [*REQUIRED_FILES, *OPTIONAL_FILES, f"onnx/{filename}", f"onnx/{filename}_data*"]
     try:
         folder = snapshot_download(
             repo_id,
             revision=revision,
-            cache_dir=cache_dir,
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),  # the Hub types it str | Path
             local_files_only=local_files_only,
             allow_patterns=patterns,
             token=token,
@@ -154,7 +162,7 @@ def _check_folder(root: Path, dtype: str, filename: str, repo_id: str | None) ->
     return ModelFiles(root, dtype, onnx_path, root / "tokenizer.json", config, tok_config)
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -16,7 +16,7 @@ from .prompt_tokenizer import PromptTokenizer
 from .score_graph import ensure_score_graph, score_graph_record
 
 
-def build_score_graphs(model: str | os.PathLike[str], dtype: str | None = None) -> list[dict]:
+def build_score_graphs(model: str | os.PathLike[str], dtype: str | None = None) -> list[dict[str, str | None]]:
     """Build (or find cached) the score graph of every variant of ``model``, or of ``dtype`` only.
 
     Args:
