@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import ModelOptions, add_model_options, positive_float, positive_int
+from .options import ModelOptions, Parser, add_model_options, positive_float, positive_int
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add the ``batch`` command to the CLI's subparsers."""
     parser = commands.add_parser(
         "batch",

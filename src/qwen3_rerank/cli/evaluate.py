@@ -10,10 +10,10 @@ import argparse
 import json
 import sys
 
-from .options import ModelOptions, add_model_options, add_progress_options, positive_int, show_progress
+from .options import ModelOptions, Parser, add_model_options, add_progress_options, positive_int, show_progress
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add the ``eval`` command to the CLI's subparsers."""
     parser = commands.add_parser(
         "eval",

@@ -11,10 +11,10 @@ import argparse
 import json
 import sys
 
-from .options import UsageError
+from .options import Parser, UsageError
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[Parser]) -> None:
     """Add ``export`` and ``verify`` to the CLI's subparsers (errors: one line, exit 2)."""
     export = subparsers.add_parser(
         "export", help="convert a Qwen3-Reranker checkpoint to ONNX (fp32, fp16, q8, q4) and verify it"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from .options import dtype_name
+from .options import Parser, dtype_name
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add the ``optimize`` command to the CLI's subparsers."""
     optimize = commands.add_parser(
         "optimize", help="build the score graphs of a model folder ahead of time (otherwise built at first load)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NoReturn
 
 from ..files import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES
 from ..prompt import DEFAULT_TEMPLATE, TEMPLATES
@@ -26,7 +26,7 @@ class UsageError(Exception):
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (a :class:`UsageError`), not a usage block."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 

@@ -13,6 +13,7 @@ from ..reranker import RerankResult
 from .options import (
     CHUNKING_MODES,
     ModelOptions,
+    Parser,
     UsageError,
     add_model_options,
     add_progress_options,
@@ -21,7 +22,7 @@ from .options import (
 )
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add the ``rerank`` command to the CLI's subparsers."""
     rerank = commands.add_parser("rerank", help="rank documents for a query")
     add_model_options(rerank)

@@ -11,17 +11,20 @@ import logging
 import math
 import signal
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from ..files import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES
 from ..prompt import DEFAULT_TEMPLATE, TEMPLATES
 from ..reranker import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_LENGTH
 from ..server.settings import ServerSettings, env, split_list
-from .options import UsageError
+from .options import Parser, UsageError
 
 SERVER_EXTRA_HINT = "the server needs the 'server' extra: pip install 'qwen3-rerank[server]'"
 
 # (flag, env name, type, default, help); the default applies when neither flag nor env is set.
-_OPTIONS = [
+# The type is ``str`` or the name of a check in :func:`_convert`.
+_OPTIONS: list[tuple[str, str, type[str] | str, str | int | float | None, str]] = [
     ("--model", "MODEL", str, None, f"local folder or Hub repo id (default: {DEFAULT_MODEL})"),
     ("--dtype", "DTYPE", str, DEFAULT_DTYPE, f"model variant: {', '.join(DTYPES)} (default: {DEFAULT_DTYPE})"),
     ("--device", "DEVICE", str, "cpu", "cpu, cuda or cuda:N (default: cpu)"),
@@ -93,8 +96,8 @@ _OPTIONS = [
 ]
 
 
-def _convert(kind, text: str, what: str):
-    if kind is str:
+def _convert(kind: type[str] | str, text: str, what: str) -> str | int | float:
+    if not isinstance(kind, str):  # the type str itself: the text as it is
         return text
     try:
         value = float(text) if kind.endswith("float") else int(text)
@@ -111,7 +114,7 @@ def _convert(kind, text: str, what: str):
     return value
 
 
-def register(commands) -> None:
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add the ``serve`` command to the CLI's subparsers."""
     serve = commands.add_parser(
         "serve",
@@ -140,10 +143,23 @@ def register(commands) -> None:
     serve.set_defaults(handler=_cmd_serve)
 
 
-def resolve(args: argparse.Namespace, environ: dict | None = None) -> tuple[ServerSettings, dict]:
-    """(server settings, model options) from flags, then environment variables, then defaults."""
+def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> tuple[ServerSettings, dict[str, Any]]:
+    """Server settings and model options from flags, then environment variables, then defaults.
 
-    values = {}
+    Args:
+        args: the parsed ``serve`` command line.
+        environ: the environment to read ``QWEN3_RERANK_*`` from (default: ``os.environ``).
+
+    Returns:
+        The server's settings, and the keyword arguments of :meth:`Reranker.from_pretrained`
+        (``model`` included).
+
+    Raises:
+        UsageError: a value that is not a number where one is needed, out of range, or not one of
+            the choices (dtype, template, log level), or an empty API key.
+    """
+    # One value per row of _OPTIONS, of the type that row gives: checked there, not here.
+    values: dict[str, Any] = {}
     for flag, name, kind, default, _text in _OPTIONS:
         dest = flag[2:].replace("-", "_")
         given = getattr(args, dest, None)
@@ -220,7 +236,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     state = app.state.server
 
     class Server(uvicorn.Server):
-        def handle_exit(self, sig, frame):  # SIGTERM / SIGINT: /ready says no while draining
+        def handle_exit(
+            self, sig: int, frame: FrameType | None
+        ) -> None:  # SIGTERM / SIGINT: /ready says no while draining
             state.draining = True
             super().handle_exit(sig, frame)
 
