@@ -236,9 +236,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     state = app.state.server
 
     class Server(uvicorn.Server):
-        def handle_exit(
-            self, sig: int, frame: FrameType | None
-        ) -> None:  # SIGTERM / SIGINT: /ready says no while draining
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # SIGTERM / SIGINT: /ready says no while draining
             state.draining = True
             super().handle_exit(sig, frame)
 
