@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+#: ``results.json`` and its rows, as JSON objects.
+Json = dict[str, Any]
 
 
-def _rows(report: dict, workload: str) -> list[dict]:
+def _rows(report: Json, workload: str) -> list[Json]:
     return [
         r for r in report.get("results", []) if r.get("workload", {}).get("name") == workload and "pairs_per_s" in r
     ]
 
 
-def _workloads(report: dict) -> list[str]:
+def _workloads(report: Json) -> list[str]:
     seen: list[str] = []
     for r in report.get("results", []):
         name = r.get("workload", {}).get("name")
@@ -20,7 +24,7 @@ def _workloads(report: dict) -> list[str]:
     return seen
 
 
-def write_plots(report: dict, out: Path) -> list[str]:
+def write_plots(report: Json, out: Path) -> list[str]:
     """One throughput, one latency and one memory chart per workload, plus GFLOP/s vs ceilings."""
     try:
         import matplotlib
@@ -86,16 +90,16 @@ def _color(name: str) -> str:
     return {"fast": "#1f77b4", "sg": "#6baed6", "plain": "#c6dbef"}.get(name.rsplit("-", 1)[-1], "#1f77b4")
 
 
-def _loadavg(row: dict) -> str:
+def _loadavg(row: Json) -> str:
     values = row.get("loadavg_1m")
     return "–" if not values else "/".join(f"{v:.1f}" for v in values)
 
 
-def _f(value, fmt="{:.2f}") -> str:
+def _f(value: float | None, fmt: str = "{:.2f}") -> str:
     return "–" if value is None else fmt.format(value)
 
 
-def summary_markdown(report: dict) -> str:
+def summary_markdown(report: Json) -> str:
     lines = [
         "# CPU benchmark: Qwen3-Reranker-0.6B configuration, random weights",
         "",
@@ -216,5 +220,5 @@ def summary_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(report: dict, path: Path) -> None:
+def write_summary(report: Json, path: Path) -> None:
     path.write_text(summary_markdown(report), encoding="utf-8")
