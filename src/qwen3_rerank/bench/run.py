@@ -28,7 +28,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+from .report import Json
 from .workloads import MAIN_WORKLOADS, QUICK_WORKLOADS
 
 DEFAULT_OUT = Path("docs/benchmarks/cpu-0.6B")
@@ -59,7 +61,7 @@ DEFAULT_PLAN: dict[str, dict[str, tuple[int | None, int | None]]] = {
 QUICK_ENGINES = ("ours-fp32-fast", "ours-fp32-sg", "ours-fp32-plain")
 
 
-def cpu_info() -> dict:
+def cpu_info() -> Json:
     flags: set[str] = set()
     model = platform.processor()
     try:
@@ -107,7 +109,7 @@ def engine_args(name: str) -> list[str]:
     raise ValueError(f"unknown engine {name!r}")
 
 
-def run_worker(flags: list[str], timeout: float | None = None) -> dict:
+def run_worker(flags: list[str], timeout: float | None = None) -> Json:
     cmd = [sys.executable, "-m", "qwen3_rerank.bench.worker", *flags]
     t0 = time.perf_counter()
     try:
@@ -118,7 +120,7 @@ def run_worker(flags: list[str], timeout: float | None = None) -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"error": (proc.stderr.strip() or proc.stdout.strip())[-1500:], "command": _shell(cmd)}
-    result = json.loads(lines[-1])
+    result: Json = json.loads(lines[-1])
     result["process_wall_s"] = wall
     result["command"] = _shell(cmd)
     return result
@@ -137,11 +139,11 @@ def _log(text: str) -> None:
 # -- the matrix ------------------------------------------------------------------------------------
 
 
-def _row_key(row: dict) -> tuple:
+def _row_key(row: Json) -> tuple[Any, Any]:
     return (row.get("name"), row.get("workload", {}).get("name"))
 
 
-def run_matrix(args) -> list[dict]:
+def run_matrix(args: argparse.Namespace) -> list[Json]:
     """Every planned engine × workload; each row is also appended to ``rows.jsonl`` as it completes,
     and ``--resume`` takes the measured rows found there instead of running them again."""
     results = []
@@ -206,7 +208,7 @@ def run_matrix(args) -> list[dict]:
     return results
 
 
-def add_ratios(results: list[dict], gemm: dict | None) -> dict:
+def add_ratios(results: list[Json], gemm: Json | None) -> Json:
     """Ratios of every measured row to the references of the same workload, in place; the targets."""
     by = {(r["name"], r["workload"]["name"]): r for r in results if "pairs_per_s" in r}
     ceilings = (gemm or {}).get("kernels", {})
@@ -214,7 +216,7 @@ def add_ratios(results: list[dict], gemm: dict | None) -> dict:
         if "pairs_per_s" not in r:
             continue
         w = r["workload"]["name"]
-        ratios = {}
+        ratios: dict[str, float | str] = {}
         for key, ref in (
             ("vs_torch_fp32", REFERENCE_TORCH),
             ("vs_torch_fp32_ltk1", REFERENCE_TORCH_LTK),
@@ -231,12 +233,12 @@ def add_ratios(results: list[dict], gemm: dict | None) -> dict:
             if mode in ("fast", "pr1", "sg") and (f"ours-{dtype}-plain", w) in by:
                 ratios["vs_plain_graph"] = r["pairs_per_s"] / by[(f"ours-{dtype}-plain", w)]["pairs_per_s"]
             kernel = {"q8": "int8", "fp32": "fp32", "q4": "q4_acc0"}.get(dtype)
-            if kernel in ceilings:
+            if kernel is not None and kernel in ceilings:
                 ratios["fraction_of_gemm_ceiling"] = r["executed_gflops"] / ceilings[kernel]["gflops"]
                 ratios["gemm_ceiling_kernel"] = kernel
         r["ratios"] = ratios
 
-    def get(name, workload, key):
+    def get(name: str, workload: str, key: str) -> Any:
         row = by.get((name, workload))
         return (
             None
@@ -248,7 +250,7 @@ def add_ratios(results: list[dict], gemm: dict | None) -> dict:
 
     w = "1x100x128"
 
-    def best(dtype, workload, key):
+    def best(dtype: str, workload: str, key: str) -> Any:
         """The figure of this dtype's fastest working score-graph variant (fast, pr1 or sg)."""
         rows = [
             by[(f"ours-{dtype}-{m}", workload)] for m in ("fast", "pr1", "sg") if (f"ours-{dtype}-{m}", workload) in by
@@ -314,7 +316,7 @@ def _linked_copy(model: Path, dtype: str, into: Path) -> Path:
     return into
 
 
-def run_startup(args, dtypes=("q8",)) -> list[dict]:
+def run_startup(args: argparse.Namespace, dtypes: tuple[str, ...] = ("q8",)) -> list[Json]:
     """Load times: cold (no score graph cached: it is built), warm (cached), and the warm score graph
     saved by ONNX Runtime already optimized and loaded with optimizations off (a possible further cache).
 
@@ -372,7 +374,7 @@ def run_startup(args, dtypes=("q8",)) -> list[dict]:
     return rows
 
 
-def run_memory(args, dtypes=("q8", "fp32")) -> list[dict]:
+def run_memory(args: argparse.Namespace, dtypes: tuple[str, ...] = ("q8", "fp32")) -> list[Json]:
     rows = []
     for dtype in dtypes:
         _log(f"[bench] memory ours-{dtype}-fast on 1x1x8192 ...")
@@ -408,7 +410,7 @@ SWEEP = [
 ]
 
 
-def run_sweep(args, workload="1x100x128", max_docs=4) -> list[dict]:
+def run_sweep(args: argparse.Namespace, workload: str = "1x100x128", max_docs: int = 4) -> list[Json]:
     rows = []
     for options in SWEEP if not args.quick else SWEEP[:2]:
         _log(f"[bench] sweep q8 {options} ...")
@@ -441,7 +443,7 @@ def run_sweep(args, workload="1x100x128", max_docs=4) -> list[dict]:
     return rows
 
 
-def run_profile(args, workload="1x100x128", max_docs=8) -> dict:
+def run_profile(args: argparse.Namespace, workload: str = "1x100x128", max_docs: int = 8) -> Json:
     """ORT profile of the q8 score graph, node time grouped by op type."""
     with tempfile.TemporaryDirectory(prefix="qwen3-bench-prof-") as tmp:
         flags = [
@@ -470,7 +472,7 @@ def run_profile(args, workload="1x100x128", max_docs=8) -> dict:
     return result
 
 
-def summarize_profile(path: Path) -> list[dict]:
+def summarize_profile(path: Path) -> list[Json]:
     """Node time per op type (ms and share), from an ORT JSON profile, largest first."""
     events = json.loads(path.read_text())
     totals: dict[str, float] = {}
@@ -516,7 +518,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plots", action="store_true")
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> Json:
     args.model = Path(args.model)
     args.checkpoint = Path(args.checkpoint) if args.checkpoint else None
     explicit = bool(args.engines and args.workloads)
@@ -535,7 +537,7 @@ def run(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    report: dict = {
+    report: Json = {
         "schema": "qwen3-rerank-bench/1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join(["qwen3-rerank", *sys.argv[1:]])
@@ -585,7 +587,7 @@ def run(args) -> dict:
     return report
 
 
-def _in_subprocess(kind: str, args) -> dict:
+def _in_subprocess(kind: str, args: argparse.Namespace) -> Json:
     cmd = [sys.executable, "-m", "qwen3_rerank.bench.gemm", "--repeat", "3" if args.quick else "5"]
     if args.quick:
         cmd += ["--rows", "128"]
@@ -594,13 +596,14 @@ def _in_subprocess(kind: str, args) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip()[-1500:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result: Json = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
-def _versions() -> dict:
+def _versions() -> Json:
     import importlib.metadata as md
 
-    versions = {"python": platform.python_version()}
+    versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("qwen3-rerank", "onnxruntime", "onnx", "numpy", "torch", "transformers", "tokenizers"):
         try:
             versions[name] = md.version(name)
@@ -618,8 +621,10 @@ def _versions() -> dict:
     return versions
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m qwen3_rerank.bench.run", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    # __doc__ is None under python -OO
+    description = (__doc__ or "Run the benchmark matrix.").splitlines()[0]
+    p = argparse.ArgumentParser(prog="python -m qwen3_rerank.bench.run", description=description)
     add_arguments(p)
     args = p.parse_args(argv)
     args.from_cli = False
