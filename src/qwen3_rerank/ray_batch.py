@@ -103,9 +103,7 @@ def detect_format(path: str, input_format: str | None = None) -> str:
 
 
 @contextmanager
-def ray_instance(
-    address: str | None, *, num_cpus: int, object_store_memory: int | None = None
-) -> Iterator[ModuleType]:
+def ray_instance(address: str | None, *, num_cpus: int, object_store_memory: int | None = None) -> Iterator[ModuleType]:
     """Use the caller's Ray, join ``address``/``RAY_ADDRESS``, or start (and stop) a local one."""
     ray = require("ray", EXTRA, "batch scoring on Ray")
     if ray.is_initialized():
