@@ -33,6 +33,16 @@ class Chunk:
 
 
 def check_chunking(aggregation: str, window_tokens: int, overlap: int) -> None:
+    """Check the chunking options before any work.
+
+    Args:
+        aggregation: how window scores make a document's score, one of :data:`AGGREGATIONS`.
+        window_tokens: document tokens per window (at least 1).
+        overlap: tokens consecutive windows share (at least 0, less than ``window_tokens``).
+
+    Raises:
+        InputError: any of the three is out of its range.
+    """
     if aggregation not in AGGREGATIONS:
         raise InputError(f"unknown chunking {aggregation!r}; choose one of: {', '.join(AGGREGATIONS)}")
     if not isinstance(window_tokens, int) or window_tokens < 1:
@@ -64,6 +74,15 @@ def split_windows(offsets: list[tuple[int, int]], text_length: int, window_token
 
 
 def aggregate(values: np.ndarray, how: str) -> float:
+    """A document's score from its windows' scores, in window order.
+
+    Args:
+        values: one score per window.
+        how: ``"max"``, ``"mean"``, or anything else for the first window's score.
+
+    Returns:
+        The aggregated score.
+    """
     if how == "max":
         return float(np.max(values))
     if how == "mean":

@@ -107,7 +107,19 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
-    """Read a BEIR dataset folder; a document's text is its title and text joined by a space."""
+    """Read a BEIR dataset folder; a document's text is its title and text joined by a space.
+
+    Args:
+        folder: the dataset folder: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
+        split: which qrels file to read.
+
+    Returns:
+        The corpus, the queries and the judgements.
+
+    Raises:
+        InputError: a missing folder or file, a line that is not a JSON object with ``_id``, or
+            qrels that cannot be read or hold no judgement.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"dataset folder not found: {folder}")
@@ -243,6 +255,7 @@ def rerank_rankings(
 
 
 def default_measures(top_k: int) -> list[str]:
+    """The metrics reported when none are asked for: nDCG@10, RR@10 and recall at ``top_k``."""
     return ["nDCG@10", "RR@10", f"R@{top_k}"]
 
 
@@ -282,7 +295,28 @@ def evaluate_reranker(
     show_progress: bool = False,
     first_stage_name: str | None = None,
 ) -> EvalReport:
-    """Rerank the first stage's top ``top_k`` (``run``, or BM25 when ``None``) and measure both."""
+    """Rerank the first stage's top ``top_k`` (``run``, or BM25 when ``None``) and measure both.
+
+    Args:
+        reranker: the reranker to evaluate.
+        dataset: a BEIR dataset (:func:`load_beir`); only judged queries are used.
+        run: the first stage's rankings per query (e.g. :func:`read_trec_run`); ``None``: BM25.
+        top_k: candidates per query taken from the first stage.
+        measures: ir-measures names (default: :func:`default_measures`).
+        instruction: the task instruction (default: the template's).
+        max_doc_tokens: cut each document to this many tokens.
+        max_queries: use only the first judged queries.
+        show_progress: a progress bar over the queries.
+        first_stage_name: the first stage's name in the report (default: ``bm25`` or ``run``).
+
+    Returns:
+        Each metric before and after reranking, with both rankings.
+
+    Raises:
+        InputError: ``top_k`` below 1, an unknown metric, no judged query, or a candidate that is
+            not in the corpus.
+        MissingExtraError: the ``eval`` extra (ir-measures, bm25s) is not installed.
+    """
     if top_k < 1:
         raise InputError("top_k must be at least 1")
     names = list(measures) if measures else default_measures(top_k)

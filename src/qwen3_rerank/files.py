@@ -52,6 +52,7 @@ class ModelFiles:
 
     @property
     def pad_token(self) -> str | None:
+        """The tokenizer's pad token from ``tokenizer_config.json``, or ``None`` when it names none."""
         pad = self.tokenizer_config.get("pad_token")
         if isinstance(pad, dict):  # older tokenizer_config files store AddedToken dicts
             pad = pad.get("content")
@@ -65,6 +66,17 @@ def available_dtypes(root: Path) -> list[str]:
 
 
 def onnx_filename(dtype: str) -> str:
+    """The file name under ``onnx/`` of a variant.
+
+    Args:
+        dtype: a variant name, one of :data:`DTYPES` (Transformers.js's ``dtype`` names).
+
+    Returns:
+        The file name, e.g. ``model_quantized.onnx`` for ``q8``.
+
+    Raises:
+        ModelLoadError: an unknown ``dtype``.
+    """
     try:
         return DTYPE_FILES[dtype]
     except KeyError:
@@ -84,6 +96,21 @@ def resolve_model(
 
     ``model`` is a local folder or a Hub repo id. From the Hub only the files this dtype needs are
     fetched; ``HF_HUB_OFFLINE=1`` and the HF cache are honoured by ``huggingface_hub`` itself.
+
+    Args:
+        model: a local folder in the published layout, or a Hub repo id.
+        dtype: the variant, one of :data:`DTYPES`.
+        revision: the Hub revision (branch, tag or commit); ignored for a folder.
+        cache_dir: the Hugging Face cache to use instead of the default one.
+        local_files_only: use the cache only, never the network.
+        token: a Hub token, or ``True`` for the saved one.
+
+    Returns:
+        The local paths of the variant's ONNX file and tokenizer, and the parsed configs.
+
+    Raises:
+        ModelLoadError: an unknown dtype, a missing folder, a failed download, or a folder without
+            the files of the layout (or with one that cannot be read).
     """
     filename = onnx_filename(dtype)
     path = Path(os.path.expanduser(str(model)))
