@@ -100,6 +100,7 @@ def _f(value: float | None, fmt: str = "{:.2f}") -> str:
 
 
 def summary_markdown(report: Json) -> str:
+    """``summary.md``: the machine, the versions and one table per workload and per extra study."""
     lines = [
         "# CPU benchmark: Qwen3-Reranker-0.6B configuration, random weights",
         "",
@@ -221,4 +222,5 @@ def summary_markdown(report: Json) -> str:
 
 
 def write_summary(report: Json, path: Path) -> None:
+    """Write :func:`summary_markdown` of ``report`` to ``path``."""
     path.write_text(summary_markdown(report), encoding="utf-8")

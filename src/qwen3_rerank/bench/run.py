@@ -62,6 +62,7 @@ QUICK_ENGINES = ("ours-fp32-fast", "ours-fp32-sg", "ours-fp32-plain")
 
 
 def cpu_info() -> Json:
+    """The CPU: model name, core count and the instruction sets that matter here (from /proc/cpuinfo)."""
     flags: set[str] = set()
     model = platform.processor()
     try:
@@ -110,6 +111,16 @@ def engine_args(name: str) -> list[str]:
 
 
 def run_worker(flags: list[str], timeout: float | None = None) -> Json:
+    """Run :mod:`qwen3_rerank.bench.worker` with ``flags`` in a subprocess.
+
+    Args:
+        flags: the worker's command-line flags.
+        timeout: seconds before the worker is stopped (default: none).
+
+    Returns:
+        The worker's JSON result with ``process_wall_s`` and ``command``, or ``{"error", "command"}``
+        when it failed or timed out.
+    """
     cmd = [sys.executable, "-m", "qwen3_rerank.bench.worker", *flags]
     t0 = time.perf_counter()
     try:
@@ -375,6 +386,7 @@ def run_startup(args: argparse.Namespace, dtypes: tuple[str, ...] = ("q8",)) -> 
 
 
 def run_memory(args: argparse.Namespace, dtypes: tuple[str, ...] = ("q8", "fp32")) -> list[Json]:
+    """Peak memory and time of each dtype's fast engine on one 8,192-token document."""
     rows = []
     for dtype in dtypes:
         _log(f"[bench] memory ours-{dtype}-fast on 1x1x8192 ...")
@@ -411,6 +423,7 @@ SWEEP = [
 
 
 def run_sweep(args: argparse.Namespace, workload: str = "1x100x128", max_docs: int = 4) -> list[Json]:
+    """Throughput and memory of the q8 score graph under each set of session options in ``SWEEP``."""
     rows = []
     for options in SWEEP if not args.quick else SWEEP[:2]:
         _log(f"[bench] sweep q8 {options} ...")
@@ -494,6 +507,7 @@ def summarize_profile(path: Path) -> list[Json]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the benchmark's flags to ``p`` (shared by ``qwen3-rerank bench`` and ``python -m``)."""
     p.add_argument("--model", required=True, help="ONNX model folder in the published layout")
     p.add_argument("--checkpoint", default=None, help="PyTorch checkpoint folder of the same model (torch engines)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"output folder (default: {DEFAULT_OUT})")
@@ -519,6 +533,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Json:
+    """Run the benchmark the flags of :func:`add_arguments` describe and write its files into ``--out``.
+
+    Returns:
+        The report, as written to ``results.json``.
+    """
     args.model = Path(args.model)
     args.checkpoint = Path(args.checkpoint) if args.checkpoint else None
     explicit = bool(args.engines and args.workloads)
@@ -622,6 +641,7 @@ def _versions() -> Json:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m qwen3_rerank.bench.run``: run the benchmark; returns 0."""
     # __doc__ is None under python -OO
     description = (__doc__ or "Run the benchmark matrix.").splitlines()[0]
     p = argparse.ArgumentParser(prog="python -m qwen3_rerank.bench.run", description=description)

@@ -48,6 +48,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``qwen3-rerank batch`` with its parsed arguments; returns the exit status."""
     from .._extras import require
     from ..ray_batch import EXTRA, score_file
 

@@ -23,6 +23,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``qwen3-rerank bench`` with its parsed arguments; returns the exit status."""
     from ..bench import run as bench_run
 
     args.from_cli = True

@@ -44,6 +44,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``qwen3-rerank eval`` with its parsed arguments; returns the exit status."""
     from .. import evaluation
     from .._extras import require
 

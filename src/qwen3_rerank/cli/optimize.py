@@ -21,6 +21,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``qwen3-rerank optimize`` with its parsed arguments; returns the exit status."""
     from ..prebuild import build_score_graphs
 
     for record in build_score_graphs(args.model, args.dtype):

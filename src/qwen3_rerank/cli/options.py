@@ -27,6 +27,7 @@ class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (a :class:`UsageError`), not a usage block."""
 
     def error(self, message: str) -> NoReturn:
+        """Raise :class:`UsageError` with argparse's ``message`` instead of printing usage and exiting."""
         raise UsageError(message)
 
 
@@ -74,6 +75,7 @@ class ModelOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ModelOptions:
+        """The options as parsed from the flags :func:`add_model_options` added."""
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
     def reranker_options(self) -> dict[str, Any]:
@@ -133,6 +135,7 @@ def add_progress_options(parser: argparse.ArgumentParser) -> None:
 
 
 def show_progress(args: argparse.Namespace) -> bool:
+    """Whether to show a progress bar: as ``--progress``/``--no-progress`` say, else when stderr is a terminal."""
     import sys
 
     return sys.stderr.isatty() if args.progress is None else bool(args.progress)

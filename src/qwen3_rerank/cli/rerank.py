@@ -51,6 +51,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``qwen3-rerank rerank`` with its parsed arguments; returns the exit status."""
     documents = list(args.documents)
     if args.docs is not None:
         documents += read_documents(args.docs)

@@ -76,6 +76,7 @@ class _CausalLMWithFlatCache(torch.nn.Module):
         position_ids: torch.Tensor,
         past: tuple[torch.Tensor, ...] = (),
     ) -> tuple[torch.Tensor, ...]:
+        """``(logits,)``, and with a past the new cache as ``key, value`` per layer after it."""
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
