@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -327,7 +328,7 @@ def _linked_copy(model: Path, dtype: str, into: Path) -> Path:
     return into
 
 
-def run_startup(args: argparse.Namespace, dtypes: tuple[str, ...] = ("q8",)) -> list[Json]:
+def run_startup(args: argparse.Namespace, dtypes: Sequence[str] = ("q8",)) -> list[Json]:
     """Load times: cold (no score graph cached: it is built), warm (cached), and the warm score graph
     saved by ONNX Runtime already optimized and loaded with optimizations off (a possible further cache).
 
@@ -385,7 +386,7 @@ def run_startup(args: argparse.Namespace, dtypes: tuple[str, ...] = ("q8",)) -> 
     return rows
 
 
-def run_memory(args: argparse.Namespace, dtypes: tuple[str, ...] = ("q8", "fp32")) -> list[Json]:
+def run_memory(args: argparse.Namespace, dtypes: Sequence[str] = ("q8", "fp32")) -> list[Json]:
     """Peak memory and time of each dtype's fast engine on one 8,192-token document."""
     rows = []
     for dtype in dtypes:
@@ -423,7 +424,7 @@ SWEEP = [
 
 
 def run_sweep(args: argparse.Namespace, workload: str = "1x100x128", max_docs: int = 4) -> list[Json]:
-    """Throughput and memory of the q8 score graph under each set of session options in ``SWEEP``."""
+    """Throughput and memory of the ``--sweep-dtype`` score graph under each set of session options in ``SWEEP``."""
     rows = []
     for options in SWEEP if not args.quick else SWEEP[:2]:
         _log(f"[bench] sweep q8 {options} ...")
