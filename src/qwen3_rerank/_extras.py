@@ -13,7 +13,19 @@ class MissingExtraError(RerankError, ImportError):
 
 
 def require(module: str, extra: str, feature: str) -> ModuleType:
-    """Import ``module`` or raise :class:`MissingExtraError` naming the extra to install."""
+    """Import ``module`` or raise :class:`MissingExtraError` naming the extra to install.
+
+    Args:
+        module: the module to import, e.g. ``"ray"``.
+        extra: the package extra that installs it, e.g. ``"ray"`` for ``qwen3-rerank[ray]``.
+        feature: what needs it, for the message.
+
+    Returns:
+        The imported module.
+
+    Raises:
+        MissingExtraError: the module cannot be imported.
+    """
     try:
         return importlib.import_module(module)
     except ImportError:

@@ -14,6 +14,17 @@ def plan_batches(lengths: Sequence[int], *, max_batch_tokens: int, max_batch_siz
     adding the next sequence would pass ``max_batch_tokens`` or ``max_batch_size``. A sequence
     longer than the budget gets a batch of its own. Sorting by length keeps padding small, and
     doing the longest first makes the peak memory show at the start of a job, not at its end.
+
+    Args:
+        lengths: the token count of each sequence.
+        max_batch_tokens: the padded-token budget of one batch.
+        max_batch_size: the most sequences in one batch.
+
+    Returns:
+        Batches of indices into ``lengths``; together they hold every index once.
+
+    Raises:
+        ValueError: ``max_batch_tokens`` or ``max_batch_size`` is below 1.
     """
     if max_batch_tokens < 1 or max_batch_size < 1:
         raise ValueError("max_batch_tokens and max_batch_size must be at least 1")
@@ -41,6 +52,17 @@ def pad(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "left") -> 
     last position's logits needs. Right padding keeps every row's tokens where they would be
     alone, which is what ONNX Runtime's GroupQueryAttention supports; the score graph finds each
     row's last token itself, so it takes either.
+
+    Args:
+        sequences: token ids, at least one sequence.
+        pad_id: the id the padding positions get.
+        side: ``"left"`` or ``"right"``.
+
+    Returns:
+        ``(input_ids, attention_mask)``, both ``[len(sequences), longest]``; the mask is 1 on tokens.
+
+    Raises:
+        ValueError: ``side`` is neither ``"left"`` nor ``"right"``.
     """
     if side not in ("left", "right"):
         raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
@@ -53,4 +75,3 @@ def pad(sequences: Sequence[Sequence[int]], pad_id: int, side: str = "left") -> 
             ids[row, cols] = seq
             mask[row, cols] = 1
     return ids, mask
-

@@ -27,11 +27,22 @@ class Chunk:
     char_start: int
     char_end: int
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, int]:
+        """The chunk as a JSON-ready dict of its five fields."""
         return asdict(self)
 
 
 def check_chunking(aggregation: str, window_tokens: int, overlap: int) -> None:
+    """Check the chunking options before any work.
+
+    Args:
+        aggregation: how window scores make a document's score, one of :data:`AGGREGATIONS`.
+        window_tokens: document tokens per window (at least 1).
+        overlap: tokens consecutive windows share (at least 0, less than ``window_tokens``).
+
+    Raises:
+        InputError: any of the three is out of its range.
+    """
     if aggregation not in AGGREGATIONS:
         raise InputError(f"unknown chunking {aggregation!r}; choose one of: {', '.join(AGGREGATIONS)}")
     if not isinstance(window_tokens, int) or window_tokens < 1:
@@ -50,7 +61,7 @@ def split_windows(offsets: list[tuple[int, int]], text_length: int, window_token
     if count <= window_tokens:
         return [Chunk(0, 0, count, 0, text_length)]
     stride = window_tokens - overlap
-    chunks = []
+    chunks: list[Chunk] = []
     start = 0
     while True:
         end = min(start + window_tokens, count)
@@ -63,6 +74,15 @@ def split_windows(offsets: list[tuple[int, int]], text_length: int, window_token
 
 
 def aggregate(values: np.ndarray, how: str) -> float:
+    """A document's score from its windows' scores, in window order.
+
+    Args:
+        values: one score per window.
+        how: ``"max"``, ``"mean"``, or anything else for the first window's score.
+
+    Returns:
+        The aggregated score.
+    """
     if how == "max":
         return float(np.max(values))
     if how == "mean":

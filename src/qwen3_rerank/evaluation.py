@@ -26,9 +26,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ._extras import require
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from ir_measures import Measure
+
+    from .reranker import Reranker
 
 EXTRA = "eval"
 DEFAULT_TOP_K = 100
@@ -65,7 +71,8 @@ class EvalReport:
     first_rankings: dict[str, Ranking] = field(repr=False)
     reranked: dict[str, Ranking] = field(repr=False)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict: first stage, top k, counts and, per metric, before/after/change."""
         return {
             "first_stage": self.first_stage,
             "top_k": self.top_k,
@@ -81,7 +88,7 @@ class EvalReport:
 # -- reading ---------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise InputError(f"not a BEIR dataset: {path} is missing")
     records = []
@@ -100,7 +107,19 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
-    """Read a BEIR dataset folder; a document's text is its title and text joined by a space."""
+    """Read a BEIR dataset folder; a document's text is its title and text joined by a space.
+
+    Args:
+        folder: the dataset folder: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
+        split: which qrels file to read.
+
+    Returns:
+        The corpus, the queries and the judgements.
+
+    Raises:
+        InputError: a missing folder or file, a line that is not a JSON object with ``_id``, or
+            qrels that cannot be read or hold no judgement.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"dataset folder not found: {folder}")
@@ -165,20 +184,21 @@ def bm25_rankings(dataset: BeirDataset, query_ids: Sequence[str], k: int) -> dic
     if not doc_ids:
         raise InputError("the corpus is empty")
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize([dataset.corpus[d] for d in doc_ids], stopwords="en", show_progress=False),
-                    show_progress=False)
+    retriever.index(
+        bm25s.tokenize([dataset.corpus[d] for d in doc_ids], stopwords="en", show_progress=False), show_progress=False
+    )
     if not query_ids:
         return {}
     tokens = bm25s.tokenize([dataset.queries[q] for q in query_ids], stopwords="en", show_progress=False)
     indices, scores = retriever.retrieve(tokens, k=min(k, len(doc_ids)), show_progress=False)
     rankings = {}
-    for qid, row, row_scores in zip(query_ids, indices, scores):
-        rankings[qid] = [(doc_ids[int(i)], float(s)) for i, s in zip(row, row_scores) if s > 0]
+    for qid, row, row_scores in zip(query_ids, indices, scores, strict=True):
+        rankings[qid] = [(doc_ids[int(i)], float(s)) for i, s in zip(row, row_scores, strict=True) if s > 0]
     return rankings
 
 
 def rerank_rankings(
-    reranker,
+    reranker: Reranker,
     dataset: BeirDataset,
     candidates: Mapping[str, Ranking],
     *,
@@ -204,7 +224,8 @@ def rerank_rankings(
     try:
         start = 0
         while start < len(work):
-            group, pairs = [], 0
+            group: list[str] = []
+            pairs = 0
             while start < len(work) and (not group or pairs + len(candidates[work[start]]) <= PAIRS_PER_CALL):
                 group.append(work[start])
                 pairs += len(candidates[work[start]])
@@ -218,7 +239,7 @@ def rerank_rankings(
                 )
                 for qid in group
             ]
-            for qid, scores in zip(group, reranker.score_requests(requests)):
+            for qid, scores in zip(group, reranker.score_requests(requests), strict=True):
                 docs = [doc_id for doc_id, _ in candidates[qid]]
                 order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))
                 reranked[qid] = [(docs[i], scores[i]) for i in order]
@@ -234,13 +255,14 @@ def rerank_rankings(
 
 
 def default_measures(top_k: int) -> list[str]:
+    """The metrics reported when none are asked for: nDCG@10, RR@10 and recall at ``top_k``."""
     return ["nDCG@10", "RR@10", f"R@{top_k}"]
 
 
-def parse_measures(names: Sequence[str]) -> list:
+def parse_measures(names: Sequence[str]) -> list[Measure]:
     """ir-measures objects for names such as ``nDCG@10``, ``MRR@10`` (= ``RR@10``), ``R@100``, ``P@5``."""
     ir_measures = require("ir_measures", EXTRA, "evaluation")
-    measures = []
+    measures: list[Measure] = []
     for name in names:
         try:
             measures.append(ir_measures.parse_measure(name))
@@ -249,7 +271,9 @@ def parse_measures(names: Sequence[str]) -> list:
     return measures
 
 
-def measure_rankings(qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[str, Ranking], measures) -> dict[str, float]:
+def measure_rankings(
+    qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[str, Ranking], measures: Sequence[Measure]
+) -> dict[str, float]:
     """Mean of each measure over the queries of ``qrels``, each ranking taken in its given order."""
     ir_measures = require("ir_measures", EXTRA, "evaluation")
     run = {qid: {doc_id: float(len(r) - i) for i, (doc_id, _) in enumerate(r)} for qid, r in rankings.items()}
@@ -259,7 +283,7 @@ def measure_rankings(qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[s
 
 
 def evaluate_reranker(
-    reranker,
+    reranker: Reranker,
     dataset: BeirDataset,
     *,
     run: Mapping[str, Ranking] | None = None,
@@ -271,7 +295,28 @@ def evaluate_reranker(
     show_progress: bool = False,
     first_stage_name: str | None = None,
 ) -> EvalReport:
-    """Rerank the first stage's top ``top_k`` (``run``, or BM25 when ``None``) and measure both."""
+    """Rerank the first stage's top ``top_k`` (``run``, or BM25 when ``None``) and measure both.
+
+    Args:
+        reranker: the reranker to evaluate.
+        dataset: a BEIR dataset (:func:`load_beir`); only judged queries are used.
+        run: the first stage's rankings per query (e.g. :func:`read_trec_run`); ``None``: BM25.
+        top_k: candidates per query taken from the first stage.
+        measures: ir-measures names (default: :func:`default_measures`).
+        instruction: the task instruction (default: the template's).
+        max_doc_tokens: cut each document to this many tokens.
+        max_queries: use only the first judged queries.
+        show_progress: a progress bar over the queries.
+        first_stage_name: the first stage's name in the report (default: ``bm25`` or ``run``).
+
+    Returns:
+        Each metric before and after reranking, with both rankings.
+
+    Raises:
+        InputError: ``top_k`` below 1, an unknown metric, no judged query, or a candidate that is
+            not in the corpus.
+        MissingExtraError: the ``eval`` extra (ir-measures, bm25s) is not installed.
+    """
     if top_k < 1:
         raise InputError("top_k must be at least 1")
     names = list(measures) if measures else default_measures(top_k)

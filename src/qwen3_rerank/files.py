@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 from .errors import ModelLoadError
 
@@ -46,15 +47,16 @@ class ModelFiles:
     dtype: str
     onnx: Path
     tokenizer: Path
-    config: dict
-    tokenizer_config: dict
+    config: dict[str, Any]
+    tokenizer_config: dict[str, Any]
 
     @property
     def pad_token(self) -> str | None:
+        """The tokenizer's pad token from ``tokenizer_config.json``, or ``None`` when it names none."""
         pad = self.tokenizer_config.get("pad_token")
         if isinstance(pad, dict):  # older tokenizer_config files store AddedToken dicts
             pad = pad.get("content")
-        return pad
+        return cast("str | None", pad)
 
 
 def available_dtypes(root: Path) -> list[str]:
@@ -64,6 +66,17 @@ def available_dtypes(root: Path) -> list[str]:
 
 
 def onnx_filename(dtype: str) -> str:
+    """The file name under ``onnx/`` of a variant.
+
+    Args:
+        dtype: a variant name, one of :data:`DTYPES` (Transformers.js's ``dtype`` names).
+
+    Returns:
+        The file name, e.g. ``model_quantized.onnx`` for ``q8``.
+
+    Raises:
+        ModelLoadError: an unknown ``dtype``.
+    """
     try:
         return DTYPE_FILES[dtype]
     except KeyError:
@@ -83,6 +96,21 @@ def resolve_model(
 
     ``model`` is a local folder or a Hub repo id. From the Hub only the files this dtype needs are
     fetched; ``HF_HUB_OFFLINE=1`` and the HF cache are honoured by ``huggingface_hub`` itself.
+
+    Args:
+        model: a local folder in the published layout, or a Hub repo id.
+        dtype: the variant, one of :data:`DTYPES`.
+        revision: the Hub revision (branch, tag or commit); ignored for a folder.
+        cache_dir: the Hugging Face cache to use instead of the default one.
+        local_files_only: use the cache only, never the network.
+        token: a Hub token, or ``True`` for the saved one.
+
+    Returns:
+        The local paths of the variant's ONNX file and tokenizer, and the parsed configs.
+
+    Raises:
+        ModelLoadError: an unknown dtype, a missing folder, a failed download, or a folder without
+            the files of the layout (or with one that cannot be read).
     """
     filename = onnx_filename(dtype)
     path = Path(os.path.expanduser(str(model)))
@@ -96,23 +124,26 @@ def resolve_model(
 
 
 def _looks_like_path(text: str) -> bool:
-    return (
-        not _REPO_ID.match(text)
-        or text.startswith((".", "/", "~"))
-        or os.sep in text.replace("/", "", 1)
-    )
+    return not _REPO_ID.match(text) or text.startswith((".", "/", "~")) or os.sep in text.replace("/", "", 1)
 
 
-def _download(repo_id, filename, revision, cache_dir, local_files_only, token) -> Path:
+def _download(
+    repo_id: str,
+    filename: str,
+    revision: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+    local_files_only: bool,
+    token: str | bool | None,
+) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.utils import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError
 
     patterns = [*REQUIRED_FILES, *OPTIONAL_FILES, f"onnx/{filename}", f"onnx/{filename}_data*"]
     try:
         folder = snapshot_download(
             repo_id,
             revision=revision,
-            cache_dir=cache_dir,
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),  # the Hub types it str | Path
             local_files_only=local_files_only,
             allow_patterns=patterns,
             token=token,
@@ -158,7 +189,7 @@ def _check_folder(root: Path, dtype: str, filename: str, repo_id: str | None) ->
     return ModelFiles(root, dtype, onnx_path, root / "tokenizer.json", config, tok_config)
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from .errors import InputError, ModelLoadError
 from .files import available_dtypes, resolve_model
-from .score_graph import ensure_score_graph, score_graph_record
 from .prompt_tokenizer import PromptTokenizer
+from .score_graph import ensure_score_graph, score_graph_record
 
 
-def build_score_graphs(model: str | os.PathLike[str], dtype: str | None = None) -> list[dict]:
+def build_score_graphs(model: str | os.PathLike[str], dtype: str | None = None) -> list[dict[str, str | None]]:
     """Build (or find cached) the score graph of every variant of ``model``, or of ``dtype`` only.
 
     Args:
@@ -46,6 +46,11 @@ def build_score_graphs(model: str | os.PathLike[str], dtype: str | None = None) 
         path = ensure_score_graph(files.onnx, tokenizer.yes_id, tokenizer.no_id)
         record = score_graph_record(path)
         records.append(
-            {"dtype": name, "score_graph": str(path), "source_sha256": record.get("source_sha256"), "output": record.get("output")}
+            {
+                "dtype": name,
+                "score_graph": str(path),
+                "source_sha256": record.get("source_sha256"),
+                "output": record.get("output"),
+            }
         )
     return records

@@ -17,13 +17,19 @@ import math
 import os
 import re
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from ._extras import require
 from .errors import InputError, RerankError
 from .files import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    import pyarrow  # untyped: its names are Any to mypy, written here for the reader
 
 EXTRA = "ray"
 DEFAULT_WORKERS = 2
@@ -34,6 +40,8 @@ JSON_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz")
 
 @dataclass(frozen=True)
 class BatchResult:
+    """What :func:`score_file` wrote: the output folder, its row count and the number of actors."""
+
     output: str
     rows: int
     workers: int
@@ -42,7 +50,16 @@ class BatchResult:
 class _RerankActor:
     """One reranker per Ray actor: the model loads once and scores every batch sent to it."""
 
-    def __init__(self, model, reranker_options, query_column, document_column, score_column, instruction, raw):
+    def __init__(
+        self,
+        model: str,
+        reranker_options: dict[str, Any],
+        query_column: str,
+        document_column: str,
+        score_column: str,
+        instruction: str | None,
+        raw: bool,
+    ) -> None:
         from .reranker import Reranker
 
         self.reranker = Reranker.from_pretrained(model, **reranker_options)
@@ -52,7 +69,7 @@ class _RerankActor:
         self.instruction = instruction
         self.raw = raw
 
-    def __call__(self, table):
+    def __call__(self, table: pyarrow.Table) -> pyarrow.Table:
         import pyarrow as pa
 
         queries = table.column(self.query_column).to_pylist()
@@ -62,8 +79,12 @@ class _RerankActor:
             for name, values in ((self.query_column, queries), (self.document_column, documents)):
                 bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
                 if bad is not None:
-                    raise InputError(f"column {name!r} holds a {type(values[bad]).__name__}, not a string: {values[bad]!r}")
-            scores = self.reranker.score_pairs(list(zip(queries, documents)), instruction=self.instruction, raw=self.raw)
+                    raise InputError(
+                        f"column {name!r} holds a {type(values[bad]).__name__}, not a string: {values[bad]!r}"
+                    )
+            scores = self.reranker.score_pairs(
+                list(zip(queries, documents, strict=True)), instruction=self.instruction, raw=self.raw
+            )
         return table.append_column(self.score_column, pa.array(scores, type=pa.float64()))
 
 
@@ -82,7 +103,7 @@ def detect_format(path: str, input_format: str | None = None) -> str:
 
 
 @contextmanager
-def ray_instance(address: str | None, *, num_cpus: int, object_store_memory: int | None = None):
+def ray_instance(address: str | None, *, num_cpus: int, object_store_memory: int | None = None) -> Iterator[ModuleType]:
     """Use the caller's Ray, join ``address``/``RAY_ADDRESS``, or start (and stop) a local one."""
     ray = require("ray", EXTRA, "batch scoring on Ray")
     if ray.is_initialized():
@@ -121,7 +142,7 @@ def score_file(
     object_store_memory: int | None = None,
     preserve_order: bool = False,
     overwrite: bool = False,
-    reranker_options: dict | None = None,
+    reranker_options: dict[str, Any] | None = None,
 ) -> BatchResult:
     """Score every (query, document) row of ``input`` and write all columns plus ``score_column`` to
     the Parquet folder ``output``.
@@ -139,6 +160,15 @@ def score_file(
         overwrite: replace an existing output folder instead of refusing.
         reranker_options: more keyword arguments for :meth:`Reranker.from_pretrained` in each actor
             (``max_length``, ``batch_size``, ``max_batch_tokens``, ``device``, ...).
+
+    Returns:
+        The output folder, the number of rows written and the number of actors.
+
+    Raises:
+        InputError: a bad option, a missing input or column, an existing output without
+            ``overwrite``, or a non-string query or document (raised from inside the actors).
+        MissingExtraError: ``ray`` or ``pyarrow`` is not installed.
+        RerankError: any other error of the library inside an actor, re-raised as itself.
     """
     input, output = os.fspath(input), os.fspath(output)
     for name, value in (("workers", workers), ("threads", threads), ("rows_per_batch", rows_per_batch)):
@@ -160,7 +190,9 @@ def score_file(
     options = {"dtype": dtype, "threads": threads, **(reranker_options or {})}
     require("pyarrow", EXTRA, "batch scoring on Ray")
 
-    with ray_instance(ray_address, num_cpus=math.ceil(workers * cpus) + 1, object_store_memory=object_store_memory) as ray:
+    with ray_instance(
+        ray_address, num_cpus=math.ceil(workers * cpus) + 1, object_store_memory=object_store_memory
+    ) as ray:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = preserve_order
         if fmt == "parquet":
@@ -201,7 +233,7 @@ def score_file(
     return BatchResult(output=output, rows=rows, workers=workers)
 
 
-def _warn_if_short_of_cpus(ray, needed: float) -> None:
+def _warn_if_short_of_cpus(ray: ModuleType, needed: float) -> None:
     total = ray.cluster_resources().get("CPU", 0)
     if total < needed + 1:
         print(
@@ -214,7 +246,7 @@ def _warn_if_short_of_cpus(ray, needed: float) -> None:
 _WORKER_ERROR = re.compile(r"^qwen3_rerank\.errors\.(\w+): (.+)$", re.MULTILINE)
 
 
-def _find_cause(exc: BaseException, kind: type) -> BaseException | None:
+def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
     """The library's own error inside the exceptions Ray wraps around a worker's failure.
 
     Ray Data re-raises a failed batch as ``UserCodeException`` without the original exception
@@ -223,7 +255,7 @@ def _find_cause(exc: BaseException, kind: type) -> BaseException | None:
     from . import errors
 
     seen: set[int] = set()
-    stack: list = [exc]
+    stack: list[BaseException | None] = [exc]
     while stack:
         current = stack.pop()
         if current is None or id(current) in seen:
@@ -233,7 +265,7 @@ def _find_cause(exc: BaseException, kind: type) -> BaseException | None:
             return current
         match = _WORKER_ERROR.search(str(current))
         if match and isinstance(getattr(errors, match.group(1), None), type):
-            error_class = getattr(errors, match.group(1))
+            error_class: type[BaseException] = getattr(errors, match.group(1))
             if issubclass(error_class, kind):
                 return error_class(match.group(2))
         inner = getattr(current, "cause", None)

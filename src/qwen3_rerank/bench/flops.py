@@ -9,12 +9,12 @@ recipe runs over the whole vocabulary (reported apart as ``lm_head_gflop``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from ..export.random_model import CONFIGS
 
 #: The shapes the FLOP count needs, from the real Qwen3-Reranker-0.6B configuration.
-QWEN3_06B = {
+QWEN3_06B: dict[str, int] = {
     key: CONFIGS["0.6B"][key]
     for key in (
         "hidden_size",
@@ -28,7 +28,7 @@ QWEN3_06B = {
 }
 
 
-def linear_shapes(config: dict) -> list[tuple[int, int]]:
+def linear_shapes(config: Mapping[str, int]) -> list[tuple[int, int]]:
     """(in, out) of the seven linears of one layer."""
     h = config["hidden_size"]
     i = config["intermediate_size"]
@@ -38,11 +38,12 @@ def linear_shapes(config: dict) -> list[tuple[int, int]]:
     return [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
 
 
-def linear_flops_per_token(config: dict) -> int:
+def linear_flops_per_token(config: Mapping[str, int]) -> int:
+    """FLOPs of the linears of all layers for one token."""
     return 2 * config["num_hidden_layers"] * sum(k * n for k, n in linear_shapes(config))
 
 
-def attention_flops(config: dict, new_tokens: int, past: int = 0) -> int:
+def attention_flops(config: Mapping[str, int], new_tokens: int, past: int = 0) -> int:
     """Q·Kᵀ and P·V for ``new_tokens`` tokens after ``past`` cached ones (causal)."""
     d = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
     heads = config["num_attention_heads"]
@@ -51,14 +52,17 @@ def attention_flops(config: dict, new_tokens: int, past: int = 0) -> int:
     return config["num_hidden_layers"] * heads * d * 2 * 2 * keys
 
 
-def pass_flops(config: dict, new_tokens: int, past: int = 0) -> dict:
+def pass_flops(config: Mapping[str, int], new_tokens: int, past: int = 0) -> dict[str, int]:
+    """FLOPs of one pass of ``new_tokens`` tokens after ``past``: ``{"linear", "attention"}``."""
     return {
         "linear": linear_flops_per_token(config) * new_tokens,
         "attention": attention_flops(config, new_tokens, past),
     }
 
 
-def workload_flops(config: dict, segments: Iterable[tuple[int, int]], lm_head_rows: int = 0) -> dict:
+def workload_flops(
+    config: Mapping[str, int], segments: Iterable[tuple[int, int]], lm_head_rows: int = 0
+) -> dict[str, float]:
     """GFLOP of a job given as ``(new_tokens, past)`` segments.
 
     ``lm_head_rows`` positions run the full vocabulary head (full-logits recipes).

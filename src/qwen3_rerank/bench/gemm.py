@@ -20,15 +20,21 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import onnx
 
 from .flops import QWEN3_06B, linear_shapes
 
 KERNELS = ("fp32", "int8", "int8_dynamic", "q4_acc0", "q4_acc4")
 
 
-def _model(kernel: str, k: int, n: int, rng: np.random.Generator):
+def _model(kernel: str, k: int, n: int, rng: np.random.Generator) -> onnx.ModelProto:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -80,8 +86,28 @@ def _model(kernel: str, k: int, n: int, rng: np.random.Generator):
     return onnx.helper.make_model(graph, opset_imports=opsets, ir_version=9)
 
 
-def measure(kernel: str, rows: int = 1024, threads: int | None = None, repeat: int = 5, config=QWEN3_06B) -> dict:
-    """GFLOP/s (GOP/s for int8) of ``kernel`` over one layer's linears at ``rows`` tokens."""
+def measure(
+    kernel: str,
+    rows: int = 1024,
+    threads: int | None = None,
+    repeat: int = 5,
+    config: Mapping[str, int] = QWEN3_06B,
+) -> dict[str, Any]:
+    """GFLOP/s (GOP/s for int8) of ``kernel`` over one layer's linears at ``rows`` tokens.
+
+    Args:
+        kernel: one of :data:`KERNELS`.
+        rows: tokens per GEMM (M).
+        threads: ONNX Runtime intra-op threads (default: its own choice).
+        repeat: timed runs per shape; the best is kept.
+        config: the model shapes (default: Qwen3-Reranker-0.6B).
+
+    Returns:
+        ``{"kernel", "rows", "threads", "gflops", "shapes"}``, with the time and GFLOP/s of each shape.
+
+    Raises:
+        ValueError: an unknown ``kernel``.
+    """
     import onnxruntime as ort
 
     rng = np.random.default_rng(0)
@@ -90,11 +116,12 @@ def measure(kernel: str, rows: int = 1024, threads: int | None = None, repeat: i
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    per_shape = []
+    per_shape: list[dict[str, float]] = []
     total_flops = total_time = 0.0
     for k, n in linear_shapes(config):
         model = _model(kernel, k, n, rng)
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        a: npt.NDArray[np.uint8] | npt.NDArray[np.float32]
         if kernel == "int8":
             a = rng.integers(0, 256, (rows, k), dtype=np.uint8)
         else:
@@ -109,10 +136,19 @@ def measure(kernel: str, rows: int = 1024, threads: int | None = None, repeat: i
         per_shape.append({"k": k, "n": n, "seconds": best, "gflops": flops / best / 1e9})
         total_flops += flops
         total_time += best
-    return {"kernel": kernel, "rows": rows, "threads": threads, "gflops": total_flops / total_time / 1e9, "shapes": per_shape}
+    return {
+        "kernel": kernel,
+        "rows": rows,
+        "threads": threads,
+        "gflops": total_flops / total_time / 1e9,
+        "shapes": per_shape,
+    }
 
 
-def measure_all(rows: int = 1024, threads: int | None = None, repeat: int = 5, kernels=KERNELS) -> dict:
+def measure_all(
+    rows: int = 1024, threads: int | None = None, repeat: int = 5, kernels: Iterable[str] = KERNELS
+) -> dict[str, Any]:
+    """:func:`measure` of every kernel in ``kernels``, with the ONNX Runtime version."""
     import onnxruntime as ort
 
     return {
@@ -123,7 +159,8 @@ def measure_all(rows: int = 1024, threads: int | None = None, repeat: int = 5, k
     }
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """``python -m qwen3_rerank.bench.gemm``: print :func:`measure_all` as JSON; returns 0."""
     p = argparse.ArgumentParser(prog="python -m qwen3_rerank.bench.gemm", description="measured GEMM ceilings")
     p.add_argument("--rows", type=int, default=1024, help="tokens per GEMM (M)")
     p.add_argument("--threads", type=int, default=None)

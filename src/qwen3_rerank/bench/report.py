@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+#: ``results.json`` and its rows, as JSON objects.
+Json = dict[str, Any]
 
 
-def _rows(report: dict, workload: str) -> list[dict]:
-    return [r for r in report.get("results", []) if r.get("workload", {}).get("name") == workload and "pairs_per_s" in r]
+def _rows(report: Json, workload: str) -> list[Json]:
+    return [
+        r for r in report.get("results", []) if r.get("workload", {}).get("name") == workload and "pairs_per_s" in r
+    ]
 
 
-def _workloads(report: dict) -> list[str]:
+def _workloads(report: Json) -> list[str]:
     seen: list[str] = []
     for r in report.get("results", []):
         name = r.get("workload", {}).get("name")
@@ -18,7 +24,7 @@ def _workloads(report: dict) -> list[str]:
     return seen
 
 
-def write_plots(report: dict, out: Path) -> list[str]:
+def write_plots(report: Json, out: Path) -> list[str]:
     """One throughput, one latency and one memory chart per workload, plus GFLOP/s vs ceilings."""
     try:
         import matplotlib
@@ -84,16 +90,17 @@ def _color(name: str) -> str:
     return {"fast": "#1f77b4", "sg": "#6baed6", "plain": "#c6dbef"}.get(name.rsplit("-", 1)[-1], "#1f77b4")
 
 
-def _loadavg(row: dict) -> str:
+def _loadavg(row: Json) -> str:
     values = row.get("loadavg_1m")
     return "–" if not values else "/".join(f"{v:.1f}" for v in values)
 
 
-def _f(value, fmt="{:.2f}") -> str:
+def _f(value: float | None, fmt: str = "{:.2f}") -> str:
     return "–" if value is None else fmt.format(value)
 
 
-def summary_markdown(report: dict) -> str:
+def summary_markdown(report: Json) -> str:
+    """``summary.md``: the machine, the versions and one table per workload and per extra study."""
     lines = [
         "# CPU benchmark: Qwen3-Reranker-0.6B configuration, random weights",
         "",
@@ -114,13 +121,18 @@ def summary_markdown(report: dict) -> str:
     ]
     for workload in _workloads(report):
         rows = _rows(report, workload)
-        skipped = [r for r in report.get("results", []) if r.get("workload", {}).get("name") == workload and "pairs_per_s" not in r]
+        skipped = [
+            r
+            for r in report.get("results", [])
+            if r.get("workload", {}).get("name") == workload and "pairs_per_s" not in r
+        ]
         if not rows and not skipped:
             continue
         lines += [
             f"## {workload} (queries × documents × document tokens)",
             "",
-            "| engine | pairs run | pairs/s | tokens/s | p50 s/call | p95 s/call | peak RSS MB | load s | GFLOP/s | × torch fp32 | × torch ltk=1 | × js q8 | × js q4 | load avg |",
+            "| engine | pairs run | pairs/s | tokens/s | p50 s/call | p95 s/call | peak RSS MB | load s | GFLOP/s "
+            "| × torch fp32 | × torch ltk=1 | × js q8 | × js q4 | load avg |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
@@ -128,11 +140,13 @@ def summary_markdown(report: dict) -> str:
             lines.append(
                 f"| {r['name']} | {r['pairs']} | {r['pairs_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
                 f"{r['latency_p50_s']:.2f} | {r['latency_p95_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['load_s']:.1f} | "
-                f"{r['executed_gflops']:.0f} | {_f(ratios.get('vs_torch_fp32'))} | {_f(ratios.get('vs_torch_fp32_ltk1'))} | "
+                f"{r['executed_gflops']:.0f} | {_f(ratios.get('vs_torch_fp32'))} | "
+                f"{_f(ratios.get('vs_torch_fp32_ltk1'))} | "
                 f"{_f(ratios.get('vs_js_q8'))} | {_f(ratios.get('vs_js_q4'))} | {_loadavg(r)} |"
             )
         for r in skipped:
-            lines.append(f"| {r.get('name')} | {r.get('skipped') or 'error: ' + r.get('error', '')[-120:].replace('|', '/').replace(chr(10), ' ')} |")
+            reason = r.get("skipped") or "error: " + r.get("error", "")[-120:].replace("|", "/").replace(chr(10), " ")
+            lines.append(f"| {r.get('name')} | {reason} |")
         lines.append("")
     targets = report.get("targets", {})
     if targets:
@@ -145,8 +159,12 @@ def summary_markdown(report: dict) -> str:
             lines.append(f"| {name} | {_f(t['value'])} | {want} | {met} |")
         used = targets.get("_variants_used")
         if used:
-            lines += ["", "Variant used for each dtype (the fastest working score-graph one): "
-                      + ", ".join(f"{k}: {v}" for k, v in sorted(used.items())) + "."]
+            lines += [
+                "",
+                "Variant used for each dtype (the fastest working score-graph one): "
+                + ", ".join(f"{k}: {v}" for k, v in sorted(used.items()))
+                + ".",
+            ]
         lines.append("")
     gemm = report.get("gemm", {}).get("kernels", {})
     if gemm:
@@ -161,26 +179,40 @@ def summary_markdown(report: dict) -> str:
     if report.get("startup"):
         lines += ["## Cold vs warm start", "", "| engine | phase | load s | peak RSS MB |", "|---|---|---|---|"]
         for r in report["startup"]:
-            lines.append(f"| {r.get('name')} | {r.get('phase')} | {_f(r.get('load_s'))} | {_f(r.get('peak_rss_mb'), '{:.0f}')} |")
+            lines.append(
+                f"| {r.get('name')} | {r.get('phase')} | {_f(r.get('load_s'))} | {_f(r.get('peak_rss_mb'), '{:.0f}')} |"
+            )
         lines.append("")
     if report.get("memory_8k"):
-        lines += ["## Peak RSS at an 8,192-token document (default token budget 4,096)", "",
-                  "| engine | prompt tokens | seconds | peak RSS MB |", "|---|---|---|---|"]
+        lines += [
+            "## Peak RSS at an 8,192-token document (default token budget 4,096)",
+            "",
+            "| engine | prompt tokens | seconds | peak RSS MB |",
+            "|---|---|---|---|",
+        ]
         for r in report["memory_8k"]:
             lines.append(
                 f"| {r.get('name')} | {_f(r.get('mean_prompt_tokens'), '{:.0f}')} | {_f(r.get('seconds'), '{:.1f}')} | "
-                f"{_f(r.get('peak_rss_mb'), '{:.0f}')} |" if "error" not in r else f"| {r.get('name')} | error: {r['error'][-200:]} |"
+                f"{_f(r.get('peak_rss_mb'), '{:.0f}')} |"
+                if "error" not in r
+                else f"| {r.get('name')} | error: {r['error'][-200:]} |"
             )
         lines.append("")
     if report.get("session_sweep"):
         lines += ["## Session options (q8 score graph)", "", "| options | pairs/s | peak RSS MB |", "|---|---|---|"]
         for r in report["session_sweep"]:
-            lines.append(f"| `{r.get('session_options')}` | {_f(r.get('pairs_per_s'))} | {_f(r.get('peak_rss_mb'), '{:.0f}')} |")
+            lines.append(
+                f"| `{r.get('session_options')}` | {_f(r.get('pairs_per_s'))} | {_f(r.get('peak_rss_mb'), '{:.0f}')} |"
+            )
         lines.append("")
     prof = report.get("profile", {})
     if prof.get("by_op_type"):
-        lines += [f"## ORT profile, {prof.get('dtype')} score graph, {prof['workload']['name']} ({prof.get('pairs')} pairs)",
-                  "", "| op type | ms | share |", "|---|---|---|"]
+        lines += [
+            f"## ORT profile, {prof.get('dtype')} score graph, {prof['workload']['name']} ({prof.get('pairs')} pairs)",
+            "",
+            "| op type | ms | share |",
+            "|---|---|---|",
+        ]
         for row in prof["by_op_type"][:15]:
             lines.append(f"| {row['op_type']} | {row['ms']:.0f} | {100 * row['share']:.1f}% |")
         lines.append("")
@@ -189,5 +221,6 @@ def summary_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(report: dict, path: Path) -> None:
+def write_summary(report: Json, path: Path) -> None:
+    """Write :func:`summary_markdown` of ``report`` to ``path``."""
     path.write_text(summary_markdown(report), encoding="utf-8")

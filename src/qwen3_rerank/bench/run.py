@@ -27,8 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from .report import Json
 from .workloads import MAIN_WORKLOADS, QUICK_WORKLOADS
 
 DEFAULT_OUT = Path("docs/benchmarks/cpu-0.6B")
@@ -59,7 +62,8 @@ DEFAULT_PLAN: dict[str, dict[str, tuple[int | None, int | None]]] = {
 QUICK_ENGINES = ("ours-fp32-fast", "ours-fp32-sg", "ours-fp32-plain")
 
 
-def cpu_info() -> dict:
+def cpu_info() -> Json:
+    """The CPU: model name, core count and the instruction sets that matter here (from /proc/cpuinfo)."""
     flags: set[str] = set()
     model = platform.processor()
     try:
@@ -107,7 +111,17 @@ def engine_args(name: str) -> list[str]:
     raise ValueError(f"unknown engine {name!r}")
 
 
-def run_worker(flags: list[str], timeout: float | None = None) -> dict:
+def run_worker(flags: list[str], timeout: float | None = None) -> Json:
+    """Run :mod:`qwen3_rerank.bench.worker` with ``flags`` in a subprocess.
+
+    Args:
+        flags: the worker's command-line flags.
+        timeout: seconds before the worker is stopped (default: none).
+
+    Returns:
+        The worker's JSON result with ``process_wall_s`` and ``command``, or ``{"error", "command"}``
+        when it failed or timed out.
+    """
     cmd = [sys.executable, "-m", "qwen3_rerank.bench.worker", *flags]
     t0 = time.perf_counter()
     try:
@@ -118,7 +132,7 @@ def run_worker(flags: list[str], timeout: float | None = None) -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"error": (proc.stderr.strip() or proc.stdout.strip())[-1500:], "command": _shell(cmd)}
-    result = json.loads(lines[-1])
+    result: Json = json.loads(lines[-1])
     result["process_wall_s"] = wall
     result["command"] = _shell(cmd)
     return result
@@ -137,11 +151,11 @@ def _log(text: str) -> None:
 # -- the matrix ------------------------------------------------------------------------------------
 
 
-def _row_key(row: dict) -> tuple:
+def _row_key(row: Json) -> tuple[Any, Any]:
     return (row.get("name"), row.get("workload", {}).get("name"))
 
 
-def run_matrix(args) -> list[dict]:
+def run_matrix(args: argparse.Namespace) -> list[Json]:
     """Every planned engine × workload; each row is also appended to ``rows.jsonl`` as it completes,
     and ``--resume`` takes the measured rows found there instead of running them again."""
     results = []
@@ -161,7 +175,13 @@ def run_matrix(args) -> list[dict]:
             if args.planned_only and workload not in plan:
                 continue
             if engine.startswith("torch-bf16") and not cpu["bf16"] and not args.force_bf16:
-                results.append({"name": engine, "workload": {"name": workload}, "skipped": "bf16 skipped: no CPU support (no avx512_bf16/amx_bf16)"})
+                results.append(
+                    {
+                        "name": engine,
+                        "workload": {"name": workload},
+                        "skipped": "bf16 skipped: no CPU support (no avx512_bf16/amx_bf16)",
+                    }
+                )
                 continue
             if engine.startswith("torch") and not args.checkpoint:
                 results.append({"name": engine, "workload": {"name": workload}, "skipped": "no --checkpoint"})
@@ -173,7 +193,9 @@ def run_matrix(args) -> list[dict]:
                 results.append(done[(engine, workload)])
                 continue
             flags = engine_args(engine) + ["--workload", workload, "--repeat", str(args.repeat)]
-            flags += ["--checkpoint", str(args.checkpoint)] if engine.startswith("torch") else ["--model", str(args.model)]
+            flags += (
+                ["--checkpoint", str(args.checkpoint)] if engine.startswith("torch") else ["--model", str(args.model)]
+            )
             if args.threads:
                 flags += ["--threads", str(args.threads)]
             if max_q:
@@ -198,7 +220,7 @@ def run_matrix(args) -> list[dict]:
     return results
 
 
-def add_ratios(results: list[dict], gemm: dict | None) -> dict:
+def add_ratios(results: list[Json], gemm: Json | None) -> Json:
     """Ratios of every measured row to the references of the same workload, in place; the targets."""
     by = {(r["name"], r["workload"]["name"]): r for r in results if "pairs_per_s" in r}
     ceilings = (gemm or {}).get("kernels", {})
@@ -206,7 +228,7 @@ def add_ratios(results: list[dict], gemm: dict | None) -> dict:
         if "pairs_per_s" not in r:
             continue
         w = r["workload"]["name"]
-        ratios = {}
+        ratios: dict[str, float | str] = {}
         for key, ref in (
             ("vs_torch_fp32", REFERENCE_TORCH),
             ("vs_torch_fp32_ltk1", REFERENCE_TORCH_LTK),
@@ -223,20 +245,28 @@ def add_ratios(results: list[dict], gemm: dict | None) -> dict:
             if mode in ("fast", "pr1", "sg") and (f"ours-{dtype}-plain", w) in by:
                 ratios["vs_plain_graph"] = r["pairs_per_s"] / by[(f"ours-{dtype}-plain", w)]["pairs_per_s"]
             kernel = {"q8": "int8", "fp32": "fp32", "q4": "q4_acc0"}.get(dtype)
-            if kernel in ceilings:
+            if kernel is not None and kernel in ceilings:
                 ratios["fraction_of_gemm_ceiling"] = r["executed_gflops"] / ceilings[kernel]["gflops"]
                 ratios["gemm_ceiling_kernel"] = kernel
         r["ratios"] = ratios
 
-    def get(name, workload, key):
+    def get(name: str, workload: str, key: str) -> Any:
         row = by.get((name, workload))
-        return None if row is None else row.get("ratios", {}).get(key) if key.startswith(("vs_", "prefix", "fraction")) else row.get(key)
+        return (
+            None
+            if row is None
+            else row.get("ratios", {}).get(key)
+            if key.startswith(("vs_", "prefix", "fraction"))
+            else row.get(key)
+        )
 
     w = "1x100x128"
 
-    def best(dtype, workload, key):
+    def best(dtype: str, workload: str, key: str) -> Any:
         """The figure of this dtype's fastest working score-graph variant (fast, pr1 or sg)."""
-        rows = [by[(f"ours-{dtype}-{m}", workload)] for m in ("fast", "pr1", "sg") if (f"ours-{dtype}-{m}", workload) in by]
+        rows = [
+            by[(f"ours-{dtype}-{m}", workload)] for m in ("fast", "pr1", "sg") if (f"ours-{dtype}-{m}", workload) in by
+        ]
         if not rows:
             return None
         top = max(rows, key=lambda row: row["pairs_per_s"])
@@ -250,10 +280,21 @@ def add_ratios(results: list[dict], gemm: dict | None) -> dict:
         "q8_vs_torch_fp32_ltk1_1x100x128": {"value": best("q8", w, "vs_torch_fp32_ltk1"), "target": None},
         "q4_vs_js_q4_1x100x128": {"value": best("q4", w, "vs_js_q4"), "target": 3.0},
         "q8_vs_js_q8_1x100x128": {"value": best("q8", w, "vs_js_q8"), "target": None},
-        "prefix_reuse_q8_1x100x128": {"value": get("ours-q8-fast", w, "prefix_reuse_speedup") or get("ours-q8-pr1", w, "prefix_reuse_speedup"), "target": 1.3},
+        "prefix_reuse_q8_1x100x128": {
+            "value": get("ours-q8-fast", w, "prefix_reuse_speedup") or get("ours-q8-pr1", w, "prefix_reuse_speedup"),
+            "target": 1.3,
+        },
         "q8_fraction_of_int8_ceiling_1x100x128": {"value": best("q8", w, "fraction_of_gemm_ceiling"), "target": 0.6},
-        "q8_peak_rss_mb_1x20x512": {"value": best("q8", "1x20x512", "peak_rss_mb"), "target": 1024.0, "lower_is_better": True},
-        "q4_peak_rss_mb_1x20x512": {"value": best("q4", "1x20x512", "peak_rss_mb"), "target": 1024.0, "lower_is_better": True},
+        "q8_peak_rss_mb_1x20x512": {
+            "value": best("q8", "1x20x512", "peak_rss_mb"),
+            "target": 1024.0,
+            "lower_is_better": True,
+        },
+        "q4_peak_rss_mb_1x20x512": {
+            "value": best("q4", "1x20x512", "peak_rss_mb"),
+            "target": 1024.0,
+            "lower_is_better": True,
+        },
     }
     targets["_variants_used"] = chosen
     for name, t in targets.items():
@@ -287,7 +328,7 @@ def _linked_copy(model: Path, dtype: str, into: Path) -> Path:
     return into
 
 
-def run_startup(args, dtypes=("q8",)) -> list[dict]:
+def run_startup(args: argparse.Namespace, dtypes: Sequence[str] = ("q8",)) -> list[Json]:
     """Load times: cold (no score graph cached: it is built), warm (cached), and the warm score graph
     saved by ONNX Runtime already optimized and loaded with optimizations off (a possible further cache).
 
@@ -308,18 +349,33 @@ def run_startup(args, dtypes=("q8",)) -> list[dict]:
                 },
             }
             # One document per run with prefix reuse: what every graph accepts (see ours-<dtype>-pr1).
-            base = ["--engine", "ours", "--dtype", dtype, "--model", str(folder), "--workload", "1x8x32",
-                    "--batch-size", "1"]
+            base = [
+                "--engine",
+                "ours",
+                "--dtype",
+                dtype,
+                "--model",
+                str(folder),
+                "--workload",
+                "1x8x32",
+                "--batch-size",
+                "1",
+            ]
             if args.threads:
                 base += ["--threads", str(args.threads)]
             phases = [
                 ("cold", ["--load-only"]),
                 ("warm", []),
-                ("warm, saving ORT-optimized graph",
-                 ["--load-only", "--session-options", json.dumps(save)]),
-                ("ORT-optimized graph, optimizations off",
-                 ["--onnx-path", str(optimized),
-                  "--session-options", json.dumps({"graph_optimization_level": "ORT_DISABLE_ALL"})]),
+                ("warm, saving ORT-optimized graph", ["--load-only", "--session-options", json.dumps(save)]),
+                (
+                    "ORT-optimized graph, optimizations off",
+                    [
+                        "--onnx-path",
+                        str(optimized),
+                        "--session-options",
+                        json.dumps({"graph_optimization_level": "ORT_DISABLE_ALL"}),
+                    ],
+                ),
             ]
             for phase, extra in phases:
                 _log(f"[bench] start {dtype} {phase} ...")
@@ -330,18 +386,32 @@ def run_startup(args, dtypes=("q8",)) -> list[dict]:
     return rows
 
 
-def run_memory(args, dtypes=("q8", "fp32")) -> list[dict]:
+def run_memory(args: argparse.Namespace, dtypes: Sequence[str] = ("q8", "fp32")) -> list[Json]:
+    """Peak memory and time of each dtype's fast engine on one 8,192-token document."""
     rows = []
     for dtype in dtypes:
         _log(f"[bench] memory ours-{dtype}-fast on 1x1x8192 ...")
-        flags = ["--engine", "ours", "--dtype", dtype, "--model", str(args.model), "--workload", "1x1x8192",
-                 "--warmup-docs", "0"]
+        flags = [
+            "--engine",
+            "ours",
+            "--dtype",
+            dtype,
+            "--model",
+            str(args.model),
+            "--workload",
+            "1x1x8192",
+            "--warmup-docs",
+            "0",
+        ]
         if args.threads:
             flags += ["--threads", str(args.threads)]
         result = run_worker(flags, timeout=args.timeout)
         result["name"] = f"ours-{dtype}-fast"
         rows.append(result)
-        _log(f"[bench]   RSS {result.get('peak_rss_mb', float('nan')):.0f} MB, {result.get('seconds', float('nan')):.1f} s")
+        _log(
+            f"[bench]   RSS {result.get('peak_rss_mb', float('nan')):.0f} MB, "
+            f"{result.get('seconds', float('nan')):.1f} s"
+        )
     return rows
 
 
@@ -353,27 +423,60 @@ SWEEP = [
 ]
 
 
-def run_sweep(args, workload="1x100x128", max_docs=4) -> list[dict]:
+def run_sweep(args: argparse.Namespace, workload: str = "1x100x128", max_docs: int = 4) -> list[Json]:
+    """Throughput and memory of the ``--sweep-dtype`` score graph under each set of session options in ``SWEEP``."""
     rows = []
     for options in SWEEP if not args.quick else SWEEP[:2]:
         _log(f"[bench] sweep q8 {options} ...")
-        flags = ["--engine", "ours", "--dtype", args.sweep_dtype, "--model", str(args.model), "--workload", workload,
-                 "--max-docs", str(max_docs), "--session-options", json.dumps(options), "--repeat", str(args.repeat),
-                 "--warmup-docs", "2",
-                 "--no-prefix-reuse"]
+        flags = [
+            "--engine",
+            "ours",
+            "--dtype",
+            args.sweep_dtype,
+            "--model",
+            str(args.model),
+            "--workload",
+            workload,
+            "--max-docs",
+            str(max_docs),
+            "--session-options",
+            json.dumps(options),
+            "--repeat",
+            str(args.repeat),
+            "--warmup-docs",
+            "2",
+            "--no-prefix-reuse",
+        ]
         result = run_worker(flags, timeout=args.timeout)
         result["name"] = f"ours-{args.sweep_dtype}-fast"
         rows.append(result)
-        _log(f"[bench]   {result.get('pairs_per_s', float('nan')):.2f} pairs/s, RSS {result.get('peak_rss_mb', float('nan')):.0f} MB")
+        _log(
+            f"[bench]   {result.get('pairs_per_s', float('nan')):.2f} pairs/s, "
+            f"RSS {result.get('peak_rss_mb', float('nan')):.0f} MB"
+        )
     return rows
 
 
-def run_profile(args, workload="1x100x128", max_docs=8) -> dict:
+def run_profile(args: argparse.Namespace, workload: str = "1x100x128", max_docs: int = 8) -> Json:
     """ORT profile of the q8 score graph, node time grouped by op type."""
     with tempfile.TemporaryDirectory(prefix="qwen3-bench-prof-") as tmp:
-        flags = ["--engine", "ours", "--dtype", args.sweep_dtype, "--model", str(args.model), "--workload", workload,
-                 "--max-docs", str(max_docs), "--profile", str(Path(tmp) / "ort"), "--warmup-docs", "2",
-                 "--no-prefix-reuse"]
+        flags = [
+            "--engine",
+            "ours",
+            "--dtype",
+            args.sweep_dtype,
+            "--model",
+            str(args.model),
+            "--workload",
+            workload,
+            "--max-docs",
+            str(max_docs),
+            "--profile",
+            str(Path(tmp) / "ort"),
+            "--warmup-docs",
+            "2",
+            "--no-prefix-reuse",
+        ]
         _log(f"[bench] profile {args.sweep_dtype} on {workload} ...")
         result = run_worker(flags, timeout=args.timeout)
         if "error" in result:
@@ -383,7 +486,7 @@ def run_profile(args, workload="1x100x128", max_docs=8) -> dict:
     return result
 
 
-def summarize_profile(path: Path) -> list[dict]:
+def summarize_profile(path: Path) -> list[Json]:
     """Node time per op type (ms and share), from an ORT JSON profile, largest first."""
     events = json.loads(path.read_text())
     totals: dict[str, float] = {}
@@ -405,6 +508,7 @@ def summarize_profile(path: Path) -> list[dict]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the benchmark's flags to ``p`` (shared by ``qwen3-rerank bench`` and ``python -m``)."""
     p.add_argument("--model", required=True, help="ONNX model folder in the published layout")
     p.add_argument("--checkpoint", default=None, help="PyTorch checkpoint folder of the same model (torch engines)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"output folder (default: {DEFAULT_OUT})")
@@ -412,9 +516,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engines", default=None, help="comma-separated engine names (see module doc)")
     p.add_argument("--repeat", type=int, default=1, help="timed passes over each workload (default 1)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for every engine (default: library's)")
-    p.add_argument("--quick", action="store_true", help="small workloads, our fp32 engines, no extras (tests, tiny model)")
+    p.add_argument(
+        "--quick", action="store_true", help="small workloads, our fp32 engines, no extras (tests, tiny model)"
+    )
     p.add_argument("--all-pairs", action="store_true", help="run every engine on every pair of every workload")
-    p.add_argument("--extras", default=None, help="comma-separated: gemm,startup,memory,sweep,profile (default: all; quick: none)")
+    p.add_argument(
+        "--extras", default=None, help="comma-separated: gemm,startup,memory,sweep,profile (default: all; quick: none)"
+    )
     p.add_argument("--warmup-docs", type=int, default=2, help="documents in each untimed warm-up call (js: 1)")
     p.add_argument("--update", action="store_true", help="rerun only --extras into the existing results.json in --out")
     p.add_argument("--resume", action="store_true", help="reuse the measured rows of rows.jsonl in --out")
@@ -425,23 +533,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plots", action="store_true")
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace) -> Json:
+    """Run the benchmark the flags of :func:`add_arguments` describe and write its files into ``--out``.
+
+    Returns:
+        The report, as written to ``results.json``.
+    """
     args.model = Path(args.model)
     args.checkpoint = Path(args.checkpoint) if args.checkpoint else None
     explicit = bool(args.engines and args.workloads)
-    args.workloads = args.workloads.split(",") if args.workloads else list(QUICK_WORKLOADS if args.quick else MAIN_WORKLOADS)
+    args.workloads = (
+        args.workloads.split(",") if args.workloads else list(QUICK_WORKLOADS if args.quick else MAIN_WORKLOADS)
+    )
     args.engines = args.engines.split(",") if args.engines else list(QUICK_ENGINES if args.quick else DEFAULT_PLAN)
     # The full run follows DEFAULT_PLAN; --quick, --all-pairs or explicit engines + workloads run every pair.
     args.planned_only = not (args.quick or args.all_pairs or explicit)
-    extras = args.extras.split(",") if args.extras is not None else ([] if args.quick else ["gemm", "startup", "memory", "sweep", "profile"])
+    extras = (
+        args.extras.split(",")
+        if args.extras is not None
+        else ([] if args.quick else ["gemm", "startup", "memory", "sweep", "profile"])
+    )
     extras = [e for e in extras if e]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    report: dict = {
+    report: Json = {
         "schema": "qwen3-rerank-bench/1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join(["qwen3-rerank", *sys.argv[1:]]) if args.from_cli else _shell([sys.executable, "-m", "qwen3_rerank.bench.run", *sys.argv[1:]]),
+        "command": " ".join(["qwen3-rerank", *sys.argv[1:]])
+        if args.from_cli
+        else _shell([sys.executable, "-m", "qwen3_rerank.bench.run", *sys.argv[1:]]),
         "machine": cpu_info(),
         "versions": _versions(),
         "model": str(args.model),
@@ -452,7 +573,9 @@ def run(args) -> dict:
     if args.update:
         # Rerun only the listed extras into an existing report; the matrix and the rest are kept.
         previous = json.loads((out / "results.json").read_text())
-        previous.setdefault("updates", []).append({"command": report["command"], "extras": extras, "created": report["created"]})
+        previous.setdefault("updates", []).append(
+            {"command": report["command"], "extras": extras, "created": report["created"]}
+        )
         report = previous
     if "gemm" in extras:
         _log("[bench] GEMM ceilings ...")
@@ -484,7 +607,7 @@ def run(args) -> dict:
     return report
 
 
-def _in_subprocess(kind: str, args) -> dict:
+def _in_subprocess(kind: str, args: argparse.Namespace) -> Json:
     cmd = [sys.executable, "-m", "qwen3_rerank.bench.gemm", "--repeat", "3" if args.quick else "5"]
     if args.quick:
         cmd += ["--rows", "128"]
@@ -493,13 +616,14 @@ def _in_subprocess(kind: str, args) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip()[-1500:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result: Json = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
-def _versions() -> dict:
+def _versions() -> Json:
     import importlib.metadata as md
 
-    versions = {"python": platform.python_version()}
+    versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("qwen3-rerank", "onnxruntime", "onnx", "numpy", "torch", "transformers", "tokenizers"):
         try:
             versions[name] = md.version(name)
@@ -517,8 +641,11 @@ def _versions() -> dict:
     return versions
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m qwen3_rerank.bench.run", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    """``python -m qwen3_rerank.bench.run``: run the benchmark; returns 0."""
+    # __doc__ is None under python -OO
+    description = (__doc__ or "Run the benchmark matrix.").splitlines()[0]
+    p = argparse.ArgumentParser(prog="python -m qwen3_rerank.bench.run", description=description)
     add_arguments(p)
     args = p.parse_args(argv)
     args.from_cli = False

@@ -20,12 +20,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .flops import QWEN3_06B, workload_flops
 from .workloads import get_workload, make_inputs
+
+if TYPE_CHECKING:
+    from transformers import BatchEncoding
+
+    from ..files import ModelFiles
+    from ..prompt_tokenizer import PromptTokenizer
+    from ..reranker import Reranker
+
+#: One call per query: ``(query, documents)``.
+Calls = list[tuple[str, list[str]]]
+#: The untimed warm-up call, if any.
+Warmup = tuple[str, list[str]] | None
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 
@@ -34,29 +48,29 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _tokenizer(folder: Path):
+def _tokenizer(folder: Path) -> PromptTokenizer:
     from ..files import _read_json
     from ..prompt_tokenizer import PromptTokenizer
 
     tok_config = folder / "tokenizer_config.json"
-    pad = None
+    pad: str | None = None
     if tok_config.is_file():
-        pad = _read_json(tok_config).get("pad_token")
-        pad = pad.get("content") if isinstance(pad, dict) else pad
+        value = _read_json(tok_config).get("pad_token")
+        pad = value.get("content") if isinstance(value, dict) else value
     return PromptTokenizer.from_file(folder / "tokenizer.json", pad_token=pad)
 
 
-def _config(folder: Path) -> dict:
+def _config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     return {**QWEN3_06B, **json.loads(path.read_text())} if path.is_file() else dict(QWEN3_06B)
 
 
-def _select(calls, max_queries: int | None, max_docs: int | None):
+def _select(calls: Sequence[tuple[str, list[str]]], max_queries: int | None, max_docs: int | None) -> Calls:
     calls = calls[: max_queries or None]
     return [(q, docs[: max_docs or None]) for q, docs in calls]
 
 
-def _summary(latencies: list[float], seconds: float, pairs: int, tokens: int) -> dict:
+def _summary(latencies: list[float], seconds: float, pairs: int, tokens: int) -> dict[str, float]:
     lat = np.asarray(latencies, dtype=np.float64)
     return {
         "calls": len(latencies),
@@ -74,7 +88,9 @@ def _summary(latencies: list[float], seconds: float, pairs: int, tokens: int) ->
 # -- engines ---------------------------------------------------------------------------------------
 
 
-def _session_reranker(args, files, tokenizer, session_options: dict):
+def _session_reranker(
+    args: argparse.Namespace, files: ModelFiles, tokenizer: PromptTokenizer, session_options: dict[str, Any]
+) -> Reranker:
     """A Reranker whose ONNX Runtime session takes explicit options (the session-option sweep)."""
     from ..engine import OnnxEngine
     from ..reranker import Reranker, _score_graph_or_full
@@ -99,7 +115,8 @@ def _session_reranker(args, files, tokenizer, session_options: dict):
     )
 
 
-def run_ours(args, calls, warmup) -> dict:
+def run_ours(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str, Any]:
+    """This library (:class:`Reranker`), as the options in ``args`` set it up."""
     from ..files import resolve_model
     from ..reranker import Reranker
 
@@ -127,7 +144,7 @@ def run_ours(args, calls, warmup) -> dict:
             batch_size=args.batch_size,
         )
     load_s = time.perf_counter() - t0
-    out = {"load_s": load_s, "rss_after_load_mb": _peak_rss_mb()}
+    out: dict[str, Any] = {"load_s": load_s, "rss_after_load_mb": _peak_rss_mb()}
     out["score_graph_active"] = reranker.engine.is_score_graph
     out["prefix_reuse_active"] = reranker.prefix_reuse
     out["onnx_file"] = reranker.engine.path.name
@@ -135,7 +152,10 @@ def run_ours(args, calls, warmup) -> dict:
         return out
     if warmup:
         reranker.score(*warmup)
-    latencies, pairs, segments, first = [], 0, [], None
+    latencies: list[float] = []
+    segments: list[tuple[int, int]] = []
+    pairs = 0
+    first: list[float] | None = None
     start = time.perf_counter()
     for _ in range(args.repeat):
         for query, docs in calls:
@@ -155,14 +175,16 @@ def run_ours(args, calls, warmup) -> dict:
             if reuse:
                 segments.append((request.shared_prefix, 0))
             for i, seq in enumerate(request.sequences):
-                segments.append((len(seq) - request.shared_prefix, request.shared_prefix) if i in reuse else (len(seq), 0))
+                segments.append(
+                    (len(seq) - request.shared_prefix, request.shared_prefix) if i in reuse else (len(seq), 0)
+                )
     if args.profile:
         out["profile_file"] = reranker.engine.session.end_profiling()
     out.update(latencies_s=latencies, seconds=seconds, pairs=pairs, first_scores=first, executed_segments=segments)
     return out
 
 
-def run_torch(args, calls, warmup) -> dict:
+def run_torch(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str, Any]:
     """The model card's PyTorch recipe (transformers), batches of ``--batch`` pairs."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -173,9 +195,15 @@ def run_torch(args, calls, warmup) -> dict:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.torch_dtype]
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(args.checkpoint), padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(str(args.checkpoint), dtype=dtype).eval().to(args.device)
+    model = AutoModelForCausalLM.from_pretrained(str(args.checkpoint), dtype=dtype)
+    model = model.eval().to(args.device)  # type: ignore[no-untyped-call]  # transformers leaves eval() unannotated
     load_s = time.perf_counter() - t0
-    out = {"load_s": load_s, "rss_after_load_mb": _peak_rss_mb(), "torch": torch.__version__, "device": args.device}
+    out: dict[str, Any] = {
+        "load_s": load_s,
+        "rss_after_load_mb": _peak_rss_mb(),
+        "torch": torch.__version__,
+        "device": args.device,
+    }
     if args.load_only:
         return out
     max_length = 8192
@@ -184,7 +212,7 @@ def run_torch(args, calls, warmup) -> dict:
     prefix_tokens = tokenizer.encode(PREFIX, add_special_tokens=False)
     suffix_tokens = tokenizer.encode(SUFFIX, add_special_tokens=False)
 
-    def process_inputs(pairs):
+    def process_inputs(pairs: list[str]) -> BatchEncoding:
         inputs = tokenizer(
             pairs,
             padding=False,
@@ -197,8 +225,8 @@ def run_torch(args, calls, warmup) -> dict:
         return tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=max_length)
 
     @torch.no_grad()
-    def compute_scores(query, docs):
-        scores = []
+    def compute_scores(query: str, docs: Sequence[str]) -> list[float]:
+        scores: list[float] = []
         for s in range(0, len(docs), args.batch):
             inputs = process_inputs([format_content(query, d) for d in docs[s : s + args.batch]]).to(args.device)
             kwargs = {"logits_to_keep": 1} if args.logits_to_keep else {}
@@ -212,7 +240,9 @@ def run_torch(args, calls, warmup) -> dict:
 
     if warmup:
         compute_scores(*warmup)
-    latencies, pairs, first = [], 0, None
+    latencies: list[float] = []
+    pairs = 0
+    first: list[float] | None = None
     start = time.perf_counter()
     for _ in range(args.repeat):
         for query, docs in calls:
@@ -226,7 +256,7 @@ def run_torch(args, calls, warmup) -> dict:
     return out
 
 
-def run_js(args, calls, warmup) -> dict:
+def run_js(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str, Any]:
     """Transformers.js v4 in Node (``js/bench.mjs``); Node's own timings and maxRSS."""
     from ..prompt import format_prompt
 
@@ -254,7 +284,7 @@ def run_js(args, calls, warmup) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"node failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1]
-    result = json.loads(line)
+    result: dict[str, Any] = json.loads(line)
     result["js_stderr_tail"] = proc.stderr.strip()[-500:]
     return result
 
@@ -263,7 +293,10 @@ def run_js(args, calls, warmup) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m qwen3_rerank.bench.worker", description=__doc__.splitlines()[0])
+    """The worker's command line (one engine, one workload)."""
+    # __doc__ is None under python -OO
+    description = (__doc__ or "One engine × one workload, in its own process; prints one JSON line.").splitlines()[0]
+    p = argparse.ArgumentParser(prog="python -m qwen3_rerank.bench.worker", description=description)
     p.add_argument("--engine", choices=("ours", "torch", "js"), required=True)
     p.add_argument("--model", help="ONNX folder in the published layout (ours, js)")
     p.add_argument("--checkpoint", help="PyTorch checkpoint folder (torch)")
@@ -291,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Run one engine on one workload and print the result as one JSON line; returns 0."""
     args = build_parser().parse_args(argv)
     args.batch_given = args.batch is not None
     if args.batch is None:
@@ -309,7 +343,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()[0]
     raw = runner(args, calls, warmup)
 
-    result = {
+    result: dict[str, Any] = {
         "engine": args.engine,
         "label": args.label,
         "workload": workload.to_dict(),
@@ -339,7 +373,7 @@ def main(argv=None) -> int:
         return 0
 
     config = _config(folder)
-    lengths = []
+    lengths: list[list[int]] = []
     from ..prompt import format_content
 
     for query, docs in calls:
@@ -356,11 +390,14 @@ def main(argv=None) -> int:
         if args.engine == "js" and result.get("batch", 1) == 1:
             lm_rows = tokens
         else:
-            lm_rows = sum(
-                len(row[s : s + args.batch]) * max(row[s : s + args.batch])
-                for row in lengths
-                for s in range(0, len(row), args.batch)
-            ) * args.repeat
+            lm_rows = (
+                sum(
+                    len(row[s : s + args.batch]) * max(row[s : s + args.batch])
+                    for row in lengths
+                    for s in range(0, len(row), args.batch)
+                )
+                * args.repeat
+            )
     elif args.engine == "torch":
         lm_rows = raw["pairs"]
     work = workload_flops(config, full_segments, lm_head_rows=lm_rows)

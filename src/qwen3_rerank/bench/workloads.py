@@ -9,7 +9,12 @@ every engine (this library, the PyTorch recipe, Transformers.js), so the work is
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..prompt_tokenizer import PromptTokenizer
 
 QUERY_TOKENS = 16
 
@@ -24,7 +29,8 @@ class Workload:
     doc_tokens: int
     query_tokens: int = QUERY_TOKENS
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str | int]:
+        """The workload's fields as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -58,7 +64,7 @@ def get_workload(name: str) -> Workload:
     return Workload(name, q, d, t)
 
 
-def _text(rng: random.Random, words: tuple[str, ...], tokens: int, tokenizer) -> str:
+def _text(rng: random.Random, words: tuple[str, ...], tokens: int, tokenizer: PromptTokenizer) -> str:
     """Random words cut to exactly ``tokens`` tokens (fewer only if the cut cannot be exact)."""
     # Whole-word tokens are mostly one token each; draw a margin and cut.
     count = tokens + tokens // 4 + 8
@@ -70,13 +76,13 @@ def _text(rng: random.Random, words: tuple[str, ...], tokens: int, tokenizer) ->
     return tokenizer.cut_text(text, tokens).rstrip()
 
 
-def make_inputs(workload: Workload, tokenizer, seed: int = 0) -> list[tuple[str, list[str]]]:
+def make_inputs(workload: Workload, tokenizer: PromptTokenizer, seed: int = 0) -> list[tuple[str, list[str]]]:
     """``[(query, [documents])]`` for ``workload``; the same for the same tokenizer and seed.
 
     ``tokenizer`` is a :class:`qwen3_rerank.prompt_tokenizer.PromptTokenizer`.
     """
     words = _words_for(tokenizer)
-    calls = []
+    calls: list[tuple[str, list[str]]] = []
     for q in range(workload.queries):
         rng = random.Random(f"{seed}/{workload.name}/{q}")
         query = _text(rng, words, workload.query_tokens, tokenizer)
@@ -85,7 +91,7 @@ def make_inputs(workload: Workload, tokenizer, seed: int = 0) -> list[tuple[str,
     return calls
 
 
-def _words_for(tokenizer) -> tuple[str, ...]:
+def _words_for(tokenizer: PromptTokenizer) -> tuple[str, ...]:
     vocab = tokenizer.tokenizer.get_vocab()
     key = (len(vocab), tokenizer.tokenizer.token_to_id("\u0120the"))
     if key not in _WORDS_CACHE:
@@ -104,14 +110,17 @@ def _words_for(tokenizer) -> tuple[str, ...]:
     return _WORDS_CACHE[key]
 
 
-_WORDS_CACHE: dict = {}
+#: (vocabulary size, id of "Ġthe") → the whole-word tokens: one list per tokenizer.
+_WORDS_CACHE: dict[tuple[int, int | None], tuple[str, ...]] = {}
 
 
-def prompt_lengths(calls, tokenizer, max_length: int = 8192) -> list[list[int]]:
+def prompt_lengths(
+    calls: Sequence[tuple[str, Sequence[str]]], tokenizer: PromptTokenizer, max_length: int = 8192
+) -> list[list[int]]:
     """Token count of every full prompt (prefix + content + suffix), as this library builds them."""
     from ..prompt import format_content
 
-    out = []
+    out: list[list[int]] = []
     for query, docs in calls:
         seqs = tokenizer.encode_contents([format_content(query, d, None) for d in docs], max_length)
         out.append([len(s) for s in seqs])

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import ModelOptions, add_model_options, positive_float, positive_int
+from .options import ModelOptions, Parser, add_model_options, positive_float, positive_int
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add the ``batch`` command to the CLI's subparsers."""
     parser = commands.add_parser(
         "batch",
@@ -33,7 +33,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--raw", action="store_true", help="write the logit gap yes - no instead of probabilities")
     parser.add_argument("--workers", type=positive_int, default=2, help="reranker actors, one model each (default: 2)")
     parser.add_argument(
-        "--cpus-per-worker", type=positive_float, default=None, help="CPUs each actor reserves in Ray (default: --threads)"
+        "--cpus-per-worker",
+        type=positive_float,
+        default=None,
+        help="CPUs each actor reserves in Ray (default: --threads)",
     )
     parser.add_argument("--rows-per-batch", type=positive_int, default=256, help="rows per Ray batch (default: 256)")
     parser.add_argument(
@@ -45,6 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``qwen3-rerank batch`` with its parsed arguments; returns the exit status."""
     from .._extras import require
     from ..ray_batch import EXTRA, score_file
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from .options import Parser
 
-def register(commands) -> None:
+
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add the ``bench`` command to the CLI's subparsers."""
     from ..bench import run as bench_run
 
@@ -21,6 +23,7 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``qwen3-rerank bench`` with its parsed arguments; returns the exit status."""
     from ..bench import run as bench_run
 
     args.from_cli = True

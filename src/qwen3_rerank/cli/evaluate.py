@@ -10,10 +10,10 @@ import argparse
 import json
 import sys
 
-from .options import ModelOptions, add_model_options, add_progress_options, positive_int, show_progress
+from .options import ModelOptions, Parser, add_model_options, add_progress_options, positive_int, show_progress
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add the ``eval`` command to the CLI's subparsers."""
     parser = commands.add_parser(
         "eval",
@@ -32,7 +32,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="an ir-measures metric, repeatable (default: nDCG@10, RR@10 i.e. MRR@10, R@<top-k>)",
     )
-    parser.add_argument("--max-queries", type=positive_int, default=None, help="evaluate only the first N judged queries")
+    parser.add_argument(
+        "--max-queries", type=positive_int, default=None, help="evaluate only the first N judged queries"
+    )
     parser.add_argument("--instruction", default=None, help="task instruction (default: web search)")
     parser.add_argument("--max-doc-tokens", type=positive_int, default=None, help="cut each document to N tokens first")
     parser.add_argument("--save-run", default=None, help="write the reranked top-k as a TREC run file")
@@ -42,6 +44,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``qwen3-rerank eval`` with its parsed arguments; returns the exit status."""
     from .. import evaluation
     from .._extras import require
 

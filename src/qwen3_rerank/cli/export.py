@@ -11,28 +11,36 @@ import argparse
 import json
 import sys
 
-from .options import UsageError
+from .options import Parser, UsageError
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[Parser]) -> None:
     """Add ``export`` and ``verify`` to the CLI's subparsers (errors: one line, exit 2)."""
     export = subparsers.add_parser(
         "export", help="convert a Qwen3-Reranker checkpoint to ONNX (fp32, fp16, q8, q4) and verify it"
     )
     export.add_argument("source", help="checkpoint folder (config.json, safetensors, tokenizer) or Hub id")
     export.add_argument("--out", required=True, help="output folder (published layout: config, tokenizer, onnx/)")
-    export.add_argument("--dtype", default="fp32,fp16,q8,q4", help="comma-separated variants (default: fp32,fp16,q8,q4)")
+    export.add_argument(
+        "--dtype", default="fp32,fp16,q8,q4", help="comma-separated variants (default: fp32,fp16,q8,q4)"
+    )
     export.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     export.add_argument("--no-verify", dest="verify", action="store_false", help="skip the check against PyTorch")
     export.add_argument("--revision", default=None, help="Hub revision of SOURCE")
     export.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     export.set_defaults(handler=_cmd_export)
 
-    verify = subparsers.add_parser("verify", help="score a probe set with every ONNX variant against the PyTorch checkpoint")
+    verify = subparsers.add_parser(
+        "verify", help="score a probe set with every ONNX variant against the PyTorch checkpoint"
+    )
     verify.add_argument("model_dir", help="exported model folder")
-    verify.add_argument("--reference", default=None, help="checkpoint folder or Hub id (default: the one the export recorded)")
+    verify.add_argument(
+        "--reference", default=None, help="checkpoint folder or Hub id (default: the one the export recorded)"
+    )
     verify.add_argument("--dtype", default=None, help="comma-separated variants to check (default: all present)")
-    verify.add_argument("--report", default=None, help="where to write the JSON report (default: MODEL_DIR/export_report.json)")
+    verify.add_argument(
+        "--report", default=None, help="where to write the JSON report (default: MODEL_DIR/export_report.json)"
+    )
     verify.set_defaults(handler=_cmd_verify)
 
 

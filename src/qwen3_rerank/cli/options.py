@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NoReturn
 
 from ..files import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES
 from ..prompt import DEFAULT_TEMPLATE, TEMPLATES
@@ -26,7 +26,8 @@ class UsageError(Exception):
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (a :class:`UsageError`), not a usage block."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
+        """Raise :class:`UsageError` with argparse's ``message`` instead of printing usage and exiting."""
         raise UsageError(message)
 
 
@@ -74,6 +75,7 @@ class ModelOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ModelOptions:
+        """The options as parsed from the flags :func:`add_model_options` added."""
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
     def reranker_options(self) -> dict[str, Any]:
@@ -90,19 +92,30 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     d = ModelOptions()
     parser.add_argument("--model", default=d.model, help=f"local folder or Hub repo id (default: {d.model})")
     parser.add_argument(
-        "--dtype", default=d.dtype, type=dtype_name, choices=DTYPES, metavar="DTYPE",
+        "--dtype",
+        default=d.dtype,
+        type=dtype_name,
+        choices=DTYPES,
+        metavar="DTYPE",
         help=f"model variant: {', '.join(DTYPES)} (default: {d.dtype})",
     )
     parser.add_argument("--device", default=d.device, help=f"cpu, cuda or cuda:N (default: {d.device})")
-    parser.add_argument("--threads", type=positive_int, default=d.threads, help="intra-op threads (default: one per core)")
     parser.add_argument(
-        "--max-length", type=positive_int, default=d.max_length, help=f"most tokens per prompt (default: {d.max_length})"
+        "--threads", type=positive_int, default=d.threads, help="intra-op threads (default: one per core)"
+    )
+    parser.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=d.max_length,
+        help=f"most tokens per prompt (default: {d.max_length})",
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=d.batch_size, help=f"most pairs per batch (default: {d.batch_size})"
     )
     parser.add_argument(
-        "--max-batch-tokens", type=positive_int, default=d.max_batch_tokens,
+        "--max-batch-tokens",
+        type=positive_int,
+        default=d.max_batch_tokens,
         help=f"token budget per padded batch (default: {d.max_batch_tokens})",
     )
     parser.add_argument(
@@ -122,6 +135,7 @@ def add_progress_options(parser: argparse.ArgumentParser) -> None:
 
 
 def show_progress(args: argparse.Namespace) -> bool:
+    """Whether to show a progress bar: as ``--progress``/``--no-progress`` say, else when stderr is a terminal."""
     import sys
 
     return sys.stderr.isatty() if args.progress is None else bool(args.progress)

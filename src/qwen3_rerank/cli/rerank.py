@@ -10,10 +10,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..reranker import RerankResult
-from .options import CHUNKING_MODES, ModelOptions, UsageError, add_model_options, add_progress_options, positive_int, show_progress
+from .options import (
+    CHUNKING_MODES,
+    ModelOptions,
+    Parser,
+    UsageError,
+    add_model_options,
+    add_progress_options,
+    positive_int,
+    show_progress,
+)
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add the ``rerank`` command to the CLI's subparsers."""
     rerank = commands.add_parser("rerank", help="rank documents for a query")
     add_model_options(rerank)
@@ -32,7 +41,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="split long documents into overlapping token windows and combine their scores",
     )
     rerank.add_argument("--chunk-tokens", type=positive_int, default=512, help="window length in tokens (default: 512)")
-    rerank.add_argument("--chunk-overlap", type=int, default=64, help="tokens shared by consecutive windows (default: 64)")
+    rerank.add_argument(
+        "--chunk-overlap", type=int, default=64, help="tokens shared by consecutive windows (default: 64)"
+    )
     rerank.add_argument("--json", action="store_true", help="print a JSON array of {index, score, document}")
     add_progress_options(rerank)
     rerank.add_argument("documents", nargs="*", help="documents to rank (or use --docs)")
@@ -40,6 +51,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``qwen3-rerank rerank`` with its parsed arguments; returns the exit status."""
     documents = list(args.documents)
     if args.docs is not None:
         documents += read_documents(args.docs)

@@ -10,49 +10,92 @@ import argparse
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 from ..files import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES
 from ..prompt import DEFAULT_TEMPLATE, TEMPLATES
 from ..reranker import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_LENGTH
 from ..server.settings import ServerSettings, env, split_list
-from .options import UsageError
+from .options import Parser, UsageError
 
 SERVER_EXTRA_HINT = "the server needs the 'server' extra: pip install 'qwen3-rerank[server]'"
 
 # (flag, env name, type, default, help); the default applies when neither flag nor env is set.
-_OPTIONS = [
+# The type is ``str`` or the name of a check in :func:`_convert`.
+_OPTIONS: list[tuple[str, str, type[str] | str, str | int | float | None, str]] = [
     ("--model", "MODEL", str, None, f"local folder or Hub repo id (default: {DEFAULT_MODEL})"),
     ("--dtype", "DTYPE", str, DEFAULT_DTYPE, f"model variant: {', '.join(DTYPES)} (default: {DEFAULT_DTYPE})"),
     ("--device", "DEVICE", str, "cpu", "cpu, cuda or cuda:N (default: cpu)"),
     ("--threads", "THREADS", "pos_int", None, "intra-op threads (default: one per core)"),
-    ("--max-length", "MAX_LENGTH", "pos_int", DEFAULT_MAX_LENGTH, f"most tokens per prompt (default: {DEFAULT_MAX_LENGTH})"),
-    ("--batch-size", "BATCH_SIZE", "pos_int", DEFAULT_BATCH_SIZE,
-     f"most documents per model run (default: {DEFAULT_BATCH_SIZE})"),
-    ("--max-batch-tokens", "MAX_BATCH_TOKENS", "pos_int", DEFAULT_MAX_BATCH_TOKENS,
-     f"token budget of one batch, gathered across requests (default: {DEFAULT_MAX_BATCH_TOKENS})"),
-    ("--max-batch-wait-ms", "MAX_BATCH_WAIT_MS", "nonneg_float", 5.0,
-     "how long the batcher waits for more requests once it has one (default: 5)"),
+    (
+        "--max-length",
+        "MAX_LENGTH",
+        "pos_int",
+        DEFAULT_MAX_LENGTH,
+        f"most tokens per prompt (default: {DEFAULT_MAX_LENGTH})",
+    ),
+    (
+        "--batch-size",
+        "BATCH_SIZE",
+        "pos_int",
+        DEFAULT_BATCH_SIZE,
+        f"most documents per model run (default: {DEFAULT_BATCH_SIZE})",
+    ),
+    (
+        "--max-batch-tokens",
+        "MAX_BATCH_TOKENS",
+        "pos_int",
+        DEFAULT_MAX_BATCH_TOKENS,
+        f"token budget of one batch, gathered across requests (default: {DEFAULT_MAX_BATCH_TOKENS})",
+    ),
+    (
+        "--max-batch-wait-ms",
+        "MAX_BATCH_WAIT_MS",
+        "nonneg_float",
+        5.0,
+        "how long the batcher waits for more requests once it has one (default: 5)",
+    ),
     ("--host", "HOST", str, "127.0.0.1", "address to bind (default: 127.0.0.1, this machine only)"),
     ("--port", "PORT", "port", 8000, "port to listen on (default: 8000)"),
     ("--served-model-name", "SERVED_MODEL_NAME", str, None, "model name the API reports (default: from --model)"),
     ("--max-documents", "MAX_DOCUMENTS", "pos_int", 1000, "most documents per request (default: 1000)"),
-    ("--max-body-bytes", "MAX_BODY_BYTES", "pos_int", 8 * 1024 * 1024,
-     "largest request body, larger: 413 (default: 8388608)"),
-    ("--max-queued-requests", "MAX_QUEUED_REQUESTS", "pos_int", 256,
-     "most requests in progress at once, more: 429 with Retry-After (default: 256)"),
+    (
+        "--max-body-bytes",
+        "MAX_BODY_BYTES",
+        "pos_int",
+        8 * 1024 * 1024,
+        "largest request body, larger: 413 (default: 8388608)",
+    ),
+    (
+        "--max-queued-requests",
+        "MAX_QUEUED_REQUESTS",
+        "pos_int",
+        256,
+        "most requests in progress at once, more: 429 with Retry-After (default: 256)",
+    ),
     ("--request-timeout", "REQUEST_TIMEOUT", "pos_float", 60.0, "seconds per request, longer: 504 (default: 60)"),
-    ("--max-tokens-per-doc", "MAX_TOKENS_PER_DOC", "pos_int", 4096,
-     "tokens a document keeps; longer ones are cut, or refused with 422 when the client turns truncation off "
-     "(default: 4096)"),
-    ("--template", "TEMPLATE", str, DEFAULT_TEMPLATE,
-     "prompt template: 'official' (the reference recipe's) or 'card' (the ONNX model card's prompt) "
-     f"(default: {DEFAULT_TEMPLATE})"),
+    (
+        "--max-tokens-per-doc",
+        "MAX_TOKENS_PER_DOC",
+        "pos_int",
+        4096,
+        "tokens a document keeps; longer ones are cut, or refused with 422 when the client turns truncation off "
+        "(default: 4096)",
+    ),
+    (
+        "--template",
+        "TEMPLATE",
+        str,
+        DEFAULT_TEMPLATE,
+        "prompt template: 'official' (the reference recipe's) or 'card' (the ONNX model card's prompt) "
+        f"(default: {DEFAULT_TEMPLATE})",
+    ),
     ("--log-level", "LOG_LEVEL", str, "info", "debug, info, warning or error (default: info)"),
 ]
 
 
-def _convert(kind, text: str, what: str):
-    if kind is str:
+def _convert(kind: type[str] | str, text: str, what: str) -> str | int | float:
+    if not isinstance(kind, str):  # the type str itself: the text as it is
         return text
     try:
         value = float(text) if kind.endswith("float") else int(text)
@@ -69,7 +112,7 @@ def _convert(kind, text: str, what: str):
     return value
 
 
-def register(commands) -> None:
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add the ``serve`` command to the CLI's subparsers."""
     serve = commands.add_parser(
         "serve",
@@ -98,10 +141,23 @@ def register(commands) -> None:
     serve.set_defaults(handler=_cmd_serve)
 
 
-def resolve(args: argparse.Namespace, environ: dict | None = None) -> tuple[ServerSettings, dict]:
-    """(server settings, model options) from flags, then environment variables, then defaults."""
+def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> tuple[ServerSettings, dict[str, Any]]:
+    """Server settings and model options from flags, then environment variables, then defaults.
 
-    values = {}
+    Args:
+        args: the parsed ``serve`` command line.
+        environ: the environment to read ``QWEN3_RERANK_*`` from (default: ``os.environ``).
+
+    Returns:
+        The server's settings, and the keyword arguments of :meth:`Reranker.from_pretrained`
+        (``model`` included).
+
+    Raises:
+        UsageError: a value that is not a number where one is needed, out of range, or not one of
+            the choices (dtype, template, log level), or an empty API key.
+    """
+    # One value per row of _OPTIONS, of the type that row gives: checked there, not here.
+    values: dict[str, Any] = {}
     for flag, name, kind, default, _text in _OPTIONS:
         dest = flag[2:].replace("-", "_")
         given = getattr(args, dest, None)

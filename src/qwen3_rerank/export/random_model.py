@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
-CONFIGS: dict[str, dict] = {
+CONFIGS: dict[str, dict[str, Any]] = {
     "0.6B": dict(
         vocab_size=151669,
         hidden_size=1024,
@@ -51,9 +52,24 @@ def make_random_checkpoint(
     *,
     size: str = "tiny",
     seed: int = 0,
-    **overrides,
+    **overrides: Any,
 ) -> Path:
-    """Write a random-weight ``Qwen3ForCausalLM`` checkpoint with the given tokenizer files."""
+    """Write a random-weight ``Qwen3ForCausalLM`` checkpoint with the given tokenizer files.
+
+    Args:
+        out: the checkpoint folder to write (created if missing).
+        tokenizer_dir: a folder whose tokenizer files (those of :data:`TOKENIZER_FILES` present)
+            are copied next to the weights.
+        size: a key of :data:`CONFIGS`: ``"tiny"`` or ``"0.6B"``.
+        seed: the torch seed of the random weights.
+        **overrides: ``Qwen3Config`` fields that replace the size's values.
+
+    Returns:
+        ``out`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        KeyError: an unknown ``size``.
+    """
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -61,7 +77,7 @@ def make_random_checkpoint(
     config = Qwen3Config(**values)
     config.architectures = ["Qwen3ForCausalLM"]
     torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(config).eval()
+    model = Qwen3ForCausalLM(config).eval()  # type: ignore[no-untyped-call]  # transformers leaves eval() unannotated
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

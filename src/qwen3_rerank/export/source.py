@@ -7,7 +7,9 @@ reference), so it stands on its own rather than inside either of them.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..errors import RerankError
 
@@ -37,6 +39,6 @@ def resolve_source(source: str | os.PathLike[str], *, revision: str | None = Non
         raise ExportError(f"cannot download checkpoint {text} from the Hugging Face Hub: {first}") from None
 
 
-def is_seq_cls(config: dict) -> bool:
+def is_seq_cls(config: Mapping[str, Any]) -> bool:
     """Whether a checkpoint's config is a ``Qwen3ForSequenceClassification`` (a seq-cls conversion)."""
     return "Qwen3ForSequenceClassification" in (config.get("architectures") or [])

@@ -21,17 +21,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 OPSET = 18
 
 
-def load_checkpoint(source: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32):
+def load_checkpoint(source: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """The checkpoint as a ``transformers`` model in eval mode, with eager attention.
 
     A causal LM, or for a ``Qwen3ForSequenceClassification`` checkpoint that model (its
     ``score`` head replaces ``lm_head``).
+
+    Args:
+        source: a checkpoint folder, or a Hub id (then a causal LM).
+        dtype: the torch dtype to load the weights in.
+
+    Returns:
+        The model, in eval mode.
     """
     import json
 
@@ -42,14 +53,15 @@ def load_checkpoint(source: str | os.PathLike[str], *, dtype: torch.dtype = torc
     config_path = Path(source) / "config.json"  # a Hub id has none here: a causal LM, as before
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     auto = AutoModelForSequenceClassification if is_seq_cls(config) else AutoModelForCausalLM
-    model = auto.from_pretrained(str(source), dtype=dtype, attn_implementation="eager")
-    return model.eval()
+    model: PreTrainedModel = auto.from_pretrained(str(source), dtype=dtype, attn_implementation="eager")
+    model.eval()  # type: ignore[no-untyped-call]  # transformers leaves eval() unannotated; it returns model
+    return model
 
 
 class _CausalLMWithFlatCache(torch.nn.Module):
     """Flat cache tensors in and out, as the published ONNX interface has them."""
 
-    def __init__(self, model, with_past: bool) -> None:
+    def __init__(self, model: PreTrainedModel, with_past: bool) -> None:
         super().__init__()
         self.model = model
         self.with_past = with_past
@@ -57,7 +69,14 @@ class _CausalLMWithFlatCache(torch.nn.Module):
         #: A sequence-classification model: its transformer and score head are run separately.
         self.score_head = getattr(model, "score", None) if not hasattr(model, "lm_head") else None
 
-    def forward(self, input_ids, attention_mask, position_ids, past=()):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        past: tuple[torch.Tensor, ...] = (),
+    ) -> tuple[torch.Tensor, ...]:
+        """``(logits,)``, and with a past the new cache as ``key, value`` per layer after it."""
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
@@ -82,6 +101,9 @@ class _CausalLMWithFlatCache(torch.nn.Module):
 
 
 def io_names(num_layers: int, with_past: bool = True) -> tuple[list[str], list[str]]:
+    """The graph's input and output names: ``input_ids``, ``attention_mask``, ``position_ids`` and
+    ``logits``, plus one key and one value per layer (``past_key_values.N.*`` in,
+    ``present.N.*`` out) when ``with_past``."""
     inputs = ["input_ids", "attention_mask", "position_ids"]
     outputs = ["logits"]
     if with_past:
@@ -91,12 +113,17 @@ def io_names(num_layers: int, with_past: bool = True) -> tuple[list[str], list[s
     return inputs, outputs
 
 
-def export_model(model, onnx_path: str | os.PathLike[str], *, with_past: bool = True, external_data: bool = True) -> Path:
+def export_model(
+    model: PreTrainedModel, onnx_path: str | os.PathLike[str], *, with_past: bool = True, external_data: bool = True
+) -> Path:
     """Write ``model`` (a float32 ``transformers`` Qwen3 causal LM or one-label sequence
     classifier) to ``onnx_path``.
 
     With ``external_data`` the weights go to ``<name>_data`` next to it, as in the published repo
     (needed past protobuf's 2 GB limit).
+
+    Returns:
+        ``onnx_path`` as a :class:`~pathlib.Path`.
     """
     import onnx
 
@@ -113,10 +140,18 @@ def export_model(model, onnx_path: str | os.PathLike[str], *, with_past: bool = 
         torch.zeros(batch, kv_heads, past_len, head_dim, dtype=next(model.parameters()).dtype)
         for _ in range(2 * config.num_hidden_layers if with_past else 0)
     )
-    b, s, t = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length"), torch.export.Dim("total_sequence_length")
+    b, s, t = (
+        torch.export.Dim("batch_size"),
+        torch.export.Dim("sequence_length"),
+        torch.export.Dim("total_sequence_length"),
+    )
     p = torch.export.Dim("past_sequence_length")
-    args = (input_ids, attention_mask, position_ids)
-    dynamic_shapes = ({0: b, 1: s}, {0: b, 1: t}, {0: b, 1: s})
+    args: tuple[torch.Tensor | tuple[torch.Tensor, ...], ...] = (input_ids, attention_mask, position_ids)
+    dynamic_shapes: tuple[dict[int, torch.export.Dim] | tuple[dict[int, torch.export.Dim], ...], ...] = (
+        {0: b, 1: s},
+        {0: b, 1: t},
+        {0: b, 1: s},
+    )
     if with_past:  # torch.export cannot match an empty tuple of cache tensors, so none is passed
         args += (past,)
         dynamic_shapes += (tuple({0: b, 2: p} for _ in past),)
@@ -132,14 +167,21 @@ def export_model(model, onnx_path: str | os.PathLike[str], *, with_past: bool = 
             dynamo=True,
             verbose=False,
         )
+    assert program is not None  # None only without dynamo
     proto = program.model_proto
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     if external_data:
         data_name = onnx_path.name + "_data"
         (onnx_path.parent / data_name).unlink(missing_ok=True)
-        onnx.save_model(proto, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
+        onnx.save_model(
+            proto,
+            str(onnx_path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_name,
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(proto, str(onnx_path))
     return onnx_path

@@ -39,9 +39,29 @@ class Qwen3RerankCompressor(BaseDocumentCompressor):
     """Metadata key that receives the score."""
 
     @classmethod
-    def from_pretrained(cls, model: str = "onnx-community/Qwen3-Reranker-0.6B-ONNX", *, top_n: int | None = 3,
-                        instruction: str | None = None, **options: Any) -> Qwen3RerankCompressor:
-        """Load the model with :meth:`Reranker.from_pretrained` (``options`` go to it)."""
+    def from_pretrained(
+        cls,
+        model: str = "onnx-community/Qwen3-Reranker-0.6B-ONNX",
+        *,
+        top_n: int | None = 3,
+        instruction: str | None = None,
+        **options: Any,
+    ) -> Qwen3RerankCompressor:
+        """Load the model with :meth:`Reranker.from_pretrained` (``options`` go to it).
+
+        Args:
+            model: a local folder in the published layout, or a Hub repo id.
+            top_n: how many documents to keep (``None``: all of them, reordered).
+            instruction: the task instruction (default: the model's web-search one).
+            **options: more keyword arguments of :meth:`Reranker.from_pretrained` (``dtype``,
+                ``device``, ``threads``, ...).
+
+        Returns:
+            The compressor, with the loaded reranker.
+
+        Raises:
+            ModelLoadError: the model cannot be found, downloaded or loaded.
+        """
         return cls(reranker=Reranker.from_pretrained(model, **options), top_n=top_n, instruction=instruction)
 
     def compress_documents(
@@ -50,6 +70,16 @@ class Qwen3RerankCompressor(BaseDocumentCompressor):
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
+        """The ``top_n`` documents by relevance to ``query``, best first, each with its score.
+
+        Args:
+            documents: the retrieved documents; their ``page_content`` is scored.
+            query: the query.
+            callbacks: LangChain callbacks (not used).
+
+        Returns:
+            Copies of the kept documents with the score in ``metadata[score_key]``.
+        """
         documents = list(documents)
         if not documents:
             return []
@@ -61,8 +91,6 @@ class Qwen3RerankCompressor(BaseDocumentCompressor):
             return_documents=False,
         )
         return [
-            documents[r.index].model_copy(
-                update={"metadata": {**documents[r.index].metadata, self.score_key: r.score}}
-            )
+            documents[r.index].model_copy(update={"metadata": {**documents[r.index].metadata, self.score_key: r.score}})
             for r in results
         ]

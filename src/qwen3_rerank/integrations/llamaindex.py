@@ -34,23 +34,54 @@ class Qwen3RerankPostprocessor(BaseNodePostprocessor):
     _reranker: Reranker = PrivateAttr()
 
     def __init__(self, reranker: Reranker, **data: Any) -> None:
+        """Wrap a loaded reranker.
+
+        Args:
+            reranker: the reranker that scores the nodes.
+            **data: the fields ``top_n``, ``instruction`` and ``metadata_mode``.
+
+        Raises:
+            TypeError: ``reranker`` is not a :class:`Reranker`.
+        """
         super().__init__(**data)
         if not isinstance(reranker, Reranker):
             raise TypeError(f"reranker must be a qwen3_rerank.Reranker, got {type(reranker).__name__}")
         self._reranker = reranker
 
     @classmethod
-    def from_pretrained(cls, model: str = "onnx-community/Qwen3-Reranker-0.6B-ONNX", *, top_n: int | None = 3,
-                        instruction: str | None = None, **options: Any) -> Qwen3RerankPostprocessor:
-        """Load the model with :meth:`Reranker.from_pretrained` (``options`` go to it)."""
+    def from_pretrained(
+        cls,
+        model: str = "onnx-community/Qwen3-Reranker-0.6B-ONNX",
+        *,
+        top_n: int | None = 3,
+        instruction: str | None = None,
+        **options: Any,
+    ) -> Qwen3RerankPostprocessor:
+        """Load the model with :meth:`Reranker.from_pretrained` (``options`` go to it).
+
+        Args:
+            model: a local folder in the published layout, or a Hub repo id.
+            top_n: how many nodes to keep (``None``: all of them, reordered).
+            instruction: the task instruction (default: the model's web-search one).
+            **options: more keyword arguments of :meth:`Reranker.from_pretrained` (``dtype``,
+                ``device``, ``threads``, ...).
+
+        Returns:
+            The postprocessor, with the loaded reranker.
+
+        Raises:
+            ModelLoadError: the model cannot be found, downloaded or loaded.
+        """
         return cls(Reranker.from_pretrained(model, **options), top_n=top_n, instruction=instruction)
 
     @property
     def reranker(self) -> Reranker:
+        """The reranker that scores the nodes."""
         return self._reranker
 
     @classmethod
     def class_name(cls) -> str:
+        """LlamaIndex's name of this component (used when it is serialized)."""
         return "Qwen3RerankPostprocessor"
 
     def _postprocess_nodes(
