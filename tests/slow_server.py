@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from qwen3_rerank import Reranker
@@ -42,10 +42,14 @@ class SlowReranker:
         return self.inner.prepare(query, documents, **options)
 
     def score_requests_detailed(
-        self, requests: Sequence[ScoringRequest], *, raw: bool = False
+        self,
+        requests: Sequence[ScoringRequest],
+        *,
+        raw: bool = False,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[list[ScoredDocument]]:
         time.sleep(self.delay)
-        return self.inner.score_requests_detailed(requests, raw=raw)
+        return self.inner.score_requests_detailed(requests, raw=raw, should_stop=should_stop)
 
 
 def main(argv: list[str]) -> int:
