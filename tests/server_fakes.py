@@ -4,7 +4,7 @@ It has what the server calls on a :class:`~qwen3_rerank.Reranker` (``prepare``,
 ``score_requests_detailed``, ``tokenizer``, ``max_length``) and records every step, so tests
 can see which requests reached the model, and in which batches, in milliseconds. With
 ``batch_size`` it also splits a step into model batches as the library does, asks ``should_stop``
-before each and records them (``batches``); ``gate`` makes each batch wait for a test's go.
+before each and records them (``batches``); ``gate`` makes each batch run until a test lets it end.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class FakeReranker:
         self.batch_size = batch_size
         #: (labels, rows) of each model batch run, in order
         self.batches: list[tuple[list[str], int]] = []
-        #: when set to a semaphore, each model batch first takes one permit from it
+        #: when set to a semaphore, each model batch, once started, takes one permit to finish
         self.gate: threading.Semaphore | None = None
         #: set once a model batch has started (a test clears it and waits for the next)
         self.batch_started = threading.Event()
@@ -122,11 +122,11 @@ class FakeReranker:
         for start in range(0, len(owners), self.batch_size):
             if should_stop is not None and should_stop():
                 raise ScoringCancelled(len(owners) - start, len(owners))
-            if self.gate is not None:
-                self.gate.acquire()
             rows = owners[start : start + self.batch_size]
             self.batches.append((sorted(set(rows)), len(rows)))
             self.batch_started.set()
+            if self.gate is not None:  # the batch "runs" until the test lets it finish
+                self.gate.acquire()
 
     def seen(self) -> list[str]:
         """Every label that reached the model, in order."""
