@@ -17,9 +17,9 @@ from typing import Any
 
 from qwen3_rerank import Reranker
 from qwen3_rerank.cli import build_parser
+from qwen3_rerank.cli.serve import resolve
 from qwen3_rerank.reranker import ScoredDocument, ScoringRequest
 from qwen3_rerank.server import logs
-from qwen3_rerank.cli.serve import resolve
 from qwen3_rerank.server.run import serve
 
 

@@ -141,7 +141,7 @@ def test_abandoned_large_request_stops_after_its_batch_and_a_small_one_goes_next
 def test_request_cancelled_while_queued_never_reaches_the_model():
     async def scenario() -> None:
         model = gated_model()
-        infer, worker, entries = _infer(model)
+        infer, worker, _ = _infer(model)
         worker.start()
         blocker = asyncio.ensure_future(infer.rerank(RerankParams("blocker", ["a"])))
         await until(lambda: len(model.batches) == 1)
@@ -284,5 +284,22 @@ def test_uvicorn_client_disconnect_stops_the_scoring():
         assert "qwen3_rerank_cancelled_documents_total 290.0" in metrics
         # answered 499 by the handler, which learnt of the disconnect itself (not cancelled: that is a 500)
         assert 'qwen3_rerank_requests_total{endpoint="/v2/rerank",status="499"} 1.0' in metrics
+
+    run(scenario())
+
+
+def test_a_failing_disconnect_watch_does_not_fail_the_request():
+    async def scenario() -> None:
+        model = FakeReranker()
+        infer, worker, _ = _infer(model)
+        worker.start()
+
+        async def broken() -> None:
+            raise RuntimeError("this server cannot tell")
+
+        scored = await infer.rerank(RerankParams("q", ["a"]), broken)
+        assert [d.score for d in scored.documents] == [2.0]
+        assert cancelled(worker.metrics, "disconnect") == 0
+        await worker.stop()
 
     run(scenario())

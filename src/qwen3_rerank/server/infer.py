@@ -16,6 +16,7 @@ taken it, else the worker's step stops between model batches once all its reques
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ from .api_errors import ApiError
 from .model import RerankModel
 from .request_queue import Entry, QueueClosed, RequestQueue
 from .worker import Worker, WorkerError
+
+log = logging.getLogger("qwen3_rerank.server")
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,9 @@ class Infer:
         watching = asyncio.ensure_future(client_gone())
         try:
             await asyncio.wait((scoring, watching), return_when=asyncio.FIRST_COMPLETED)
+            if not scoring.done() and watching.exception() is not None:  # cannot tell: just wait
+                log.warning("cannot watch for the client leaving: %r", watching.exception())
+                return await scoring
         finally:  # on a timeout too: cancelling `scoring` cancels the wait on the queue entry at once
             watching.cancel()
             if not scoring.done():
