@@ -2,17 +2,19 @@
 
 It has what the server calls on a :class:`~qwen3_rerank.Reranker` (``prepare``,
 ``score_requests_detailed``, ``tokenizer``, ``max_length``) and records every step, so tests
-can see which requests reached the model, and in which batches, in milliseconds.
+can see which requests reached the model, and in which batches, in milliseconds. With
+``batch_size`` it also splits a step into model batches as the library does, asks ``should_stop``
+before each and records them (``batches``); ``gate`` makes each batch run until a test lets it end.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from qwen3_rerank.errors import InputError, RerankError
+from qwen3_rerank.errors import InputError, RerankError, ScoringCancelled
 from qwen3_rerank.reranker import ScoredDocument, ScoringRequest
 
 
@@ -45,11 +47,25 @@ class FakeReranker:
 
     max_length = 8192
 
-    def __init__(self, delay: float = 0.0, fail_label: str | None = None, library_error: bool = False) -> None:
+    def __init__(
+        self,
+        delay: float = 0.0,
+        fail_label: str | None = None,
+        library_error: bool = False,
+        batch_size: int | None = None,
+    ) -> None:
         self.tokenizer = WordCutter()
         self.delay = delay
         self.fail_label = fail_label
         self.library_error = library_error
+        #: documents per model batch (None: a step is one batch, as before)
+        self.batch_size = batch_size
+        #: (labels, rows) of each model batch run, in order
+        self.batches: list[tuple[list[str], int]] = []
+        #: when set to a semaphore, each model batch, once started, takes one permit to finish
+        self.gate: threading.Semaphore | None = None
+        #: set once a model batch has started (a test clears it and waits for the next)
+        self.batch_started = threading.Event()
         #: labels of the requests of each step, in order
         self.steps: list[list[str]] = []
         #: set while a step runs (a test waits on it to know the model is busy)
@@ -75,13 +91,19 @@ class FakeReranker:
         return LabelledRequest(sequences=sequences, truncated=(False,) * len(documents), label=query)
 
     def score_requests_detailed(
-        self, requests: Sequence[ScoringRequest], *, raw: bool = False
+        self,
+        requests: Sequence[ScoringRequest],
+        *,
+        raw: bool = False,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[list[ScoredDocument]]:
         self.busy.set()
         try:
             labels = [getattr(r, "label", "") for r in requests]
             self.steps.append(labels)
             time.sleep(self.delay)
+            if self.batch_size is not None:
+                self._run_batches(requests, labels, should_stop)
             if self.fail_label is not None and self.fail_label in labels:
                 if self.library_error:
                     raise RerankError("the model says no")
@@ -90,6 +112,21 @@ class FakeReranker:
             return [[ScoredDocument(sign * len(seq)) for seq in r.sequences] for r in requests]
         finally:
             self.busy.clear()
+
+    def _run_batches(
+        self, requests: Sequence[ScoringRequest], labels: list[str], should_stop: Callable[[], bool] | None
+    ) -> None:
+        """The step's sequences in batches of ``batch_size``, ``should_stop`` asked before each."""
+        owners = [label for label, r in zip(labels, requests) for _ in r.sequences]
+        assert self.batch_size is not None
+        for start in range(0, len(owners), self.batch_size):
+            if should_stop is not None and should_stop():
+                raise ScoringCancelled(len(owners) - start, len(owners))
+            rows = owners[start : start + self.batch_size]
+            self.batches.append((sorted(set(rows)), len(rows)))
+            self.batch_started.set()
+            if self.gate is not None:  # the batch "runs" until the test lets it finish
+                self.gate.acquire()
 
     def seen(self) -> list[str]:
         """Every label that reached the model, in order."""

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from qwen3_rerank import Reranker
 from qwen3_rerank.cli import build_parser
+from qwen3_rerank.cli.serve import resolve
 from qwen3_rerank.reranker import ScoredDocument, ScoringRequest
 from qwen3_rerank.server import logs
-from qwen3_rerank.cli.serve import resolve
 from qwen3_rerank.server.run import serve
 
 
@@ -42,10 +42,14 @@ class SlowReranker:
         return self.inner.prepare(query, documents, **options)
 
     def score_requests_detailed(
-        self, requests: Sequence[ScoringRequest], *, raw: bool = False
+        self,
+        requests: Sequence[ScoringRequest],
+        *,
+        raw: bool = False,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[list[ScoredDocument]]:
         time.sleep(self.delay)
-        return self.inner.score_requests_detailed(requests, raw=raw)
+        return self.inner.score_requests_detailed(requests, raw=raw, should_stop=should_stop)
 
 
 def main(argv: list[str]) -> int:

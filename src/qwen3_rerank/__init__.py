@@ -1,6 +1,6 @@
 """qwen3-rerank: Qwen3-Reranker on ONNX Runtime, with scores equal to the official PyTorch recipe."""
 
-from .errors import InputError, ModelLoadError, RerankError, TokenizerError
+from .errors import InputError, ModelLoadError, RerankError, ScoringCancelled, TokenizerError
 from .files import DEFAULT_MODEL, DTYPES
 from .prompt import TEMPLATES, PromptTemplate
 from .reranker import Reranker, RerankResult, ScoringRequest
@@ -16,6 +16,7 @@ __all__ = [
     "RerankError",
     "RerankResult",
     "Reranker",
+    "ScoringCancelled",
     "ScoringRequest",
     "TEMPLATES",
     "TokenizerError",

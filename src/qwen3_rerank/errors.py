@@ -20,3 +20,16 @@ class TokenizerError(ModelLoadError):
 
 class InputError(RerankError, ValueError):
     """The query, documents or options given to a call are not valid."""
+
+
+class ScoringCancelled(RerankError):
+    """``should_stop`` said so between two model batches: the call scored only part of its input.
+
+    ``unscored`` of the call's ``total`` token sequences (documents, or windows with chunking)
+    were left unscored; no scores are returned for any of them.
+    """
+
+    def __init__(self, unscored: int, total: int) -> None:
+        super().__init__(f"scoring cancelled: {unscored} of {total} sequences left unscored")
+        self.unscored = unscored
+        self.total = total

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -12,7 +12,7 @@ import numpy as np
 from .batching import pad, plan_batches
 from .chunking import Chunk, aggregate, check_chunking, split_windows
 from .engine import OnnxEngine
-from .errors import InputError
+from .errors import InputError, ScoringCancelled
 from .files import DEFAULT_DTYPE, DEFAULT_MODEL, ModelFiles, resolve_model
 from .prompt import PromptTemplate
 from .prompt_tokenizer import PromptTokenizer
@@ -363,20 +363,38 @@ class Reranker:
             for i in order
         ]
 
-    def score_requests(self, requests: Sequence[ScoringRequest], *, raw: bool = False) -> list[list[float]]:
+    def score_requests(
+        self,
+        requests: Sequence[ScoringRequest],
+        *,
+        raw: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[list[float]]:
         """Scores of several prepared requests, batched together; one list per request.
 
         Requests with a shared prefix (and a model that returns its KV cache) run that prefix once;
         all other sequences are batched together across requests. A chunked request gets one
         score per document (see :meth:`score_requests_detailed` for the best windows).
+
+        ``should_stop``, when given, is called before each model batch (from the calling thread);
+        once it returns True the call stops there and raises :class:`ScoringCancelled`, whose
+        ``unscored`` says how many sequences were left unscored. A server passes a check that its
+        clients have all gone; ``threading.Event().is_set`` works too.
         """
-        return [[d.score for d in docs] for docs in self.score_requests_detailed(requests, raw=raw)]
+        return [
+            [d.score for d in docs]
+            for docs in self.score_requests_detailed(requests, raw=raw, should_stop=should_stop)
+        ]
 
     def score_requests_detailed(
-        self, requests: Sequence[ScoringRequest], *, raw: bool = False
+        self,
+        requests: Sequence[ScoringRequest],
+        *,
+        raw: bool = False,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[list[ScoredDocument]]:
         """Like :meth:`score_requests`, with each chunked document's best window."""
-        values = self._sequence_scores(requests, raw=raw)
+        values = self._sequence_scores(requests, raw=raw, should_stop=should_stop)
         out = []
         for request, seq_values in zip(requests, values):
             if request.window_counts is None:
@@ -391,9 +409,12 @@ class Reranker:
             out.append(docs)
         return out
 
-    def _sequence_scores(self, requests: Sequence[ScoringRequest], *, raw: bool) -> list[np.ndarray]:
+    def _sequence_scores(
+        self, requests: Sequence[ScoringRequest], *, raw: bool, should_stop: Callable[[], bool] | None = None
+    ) -> list[np.ndarray]:
         """One score per token sequence of each request, in order."""
         total = sum(len(r) for r in requests)
+        stop = None if should_stop is None else _StopCheck(should_stop, total)
         gaps = np.empty(total, dtype=np.float64)
         plain: list[int] = []
         offsets, start = [], 0
@@ -407,12 +428,12 @@ class Reranker:
                 if len(reuse) < 2:  # a prefix pass pays off only when two or more documents share it
                     reuse = []
                 if reuse:
-                    gaps[[offset + i for i in reuse]] = self._prefix_gaps(request, reuse, progress)
+                    gaps[[offset + i for i in reuse]] = self._prefix_gaps(request, reuse, progress, stop)
                 reused = set(reuse)
                 plain.extend(offset + i for i in range(len(request)) if i not in reused)
             if plain:
                 flat = [seq for request in requests for seq in request.sequences]
-                gaps[plain] = self._logit_gaps([flat[i] for i in plain], progress)
+                gaps[plain] = self._logit_gaps([flat[i] for i in plain], progress, stop)
         finally:
             if progress is not None:
                 progress.close()
@@ -426,7 +447,7 @@ class Reranker:
 
         return tqdm(total=total, desc="reranking", unit="pair")
 
-    def _logit_gaps(self, sequences: Sequence[Sequence[int]], progress=None) -> np.ndarray:
+    def _logit_gaps(self, sequences: Sequence[Sequence[int]], progress=None, stop=None) -> np.ndarray:
         """``logit(yes) - logit(no)`` at the last position for each token sequence, float64."""
         gaps = np.empty(len(sequences), dtype=np.float64)
         batches = plan_batches(
@@ -436,13 +457,15 @@ class Reranker:
         # each row's last token and gets right padding, which every attention kernel supports.
         side = "right" if self.engine.is_score_graph else "left"
         for batch in batches:
+            if stop is not None:
+                stop.check(len(batch))
             ids, mask = pad([sequences[i] for i in batch], self.tokenizer.pad_id, side)
             gaps[batch] = self.engine.gaps(ids, mask, self.tokenizer.yes_id, self.tokenizer.no_id)
             if progress is not None:
                 progress.update(len(batch))
         return gaps
 
-    def _prefix_gaps(self, request: ScoringRequest, indices: list[int], progress=None) -> np.ndarray:
+    def _prefix_gaps(self, request: ScoringRequest, indices: list[int], progress=None, stop=None) -> np.ndarray:
         """Gaps of the sequences of one request at ``indices``, which share its prefix tokens.
 
         The prefix runs once (batch of 1); its KV cache is then fed, repeated per row, with the
@@ -451,6 +474,8 @@ class Reranker:
         whole prompt.
         """
         shared = request.shared_prefix
+        if stop is not None:
+            stop.check(0)
         cache = self.engine.prefix_cache(request.sequences[indices[0]][:shared])
         parts = [request.sequences[i][shared:] for i in indices]
         gaps = np.empty(len(parts), dtype=np.float64)
@@ -467,6 +492,8 @@ class Reranker:
         }
         by_rows: dict[int, dict] = {}
         for batch in batches:
+            if stop is not None:
+                stop.check(len(batch))
             ids, mask = pad([parts[i] for i in batch], self.tokenizer.pad_id, "right")
             full_mask = np.concatenate([np.ones((len(batch), shared), dtype=np.int64), mask], axis=1)
             rows = len(batch)
@@ -477,6 +504,21 @@ class Reranker:
             if progress is not None:
                 progress.update(len(batch))
         return gaps
+
+
+class _StopCheck:
+    """Asks ``should_stop`` before each model batch and counts the sequences still unscored."""
+
+    def __init__(self, should_stop: Callable[[], bool], total: int) -> None:
+        self.should_stop = should_stop
+        self.total = total
+        self.left = total
+
+    def check(self, rows: int) -> None:
+        """Before a batch of ``rows`` sequences: raise :class:`ScoringCancelled`, or count them done."""
+        if self.should_stop():
+            raise ScoringCancelled(self.left, self.total)
+        self.left -= rows
 
 
 def _score_graph_or_full(source, tokenizer: PromptTokenizer):

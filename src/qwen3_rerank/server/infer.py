@@ -4,11 +4,20 @@
 in a thread (so a long text does not stall the event loop), queues it for the worker and awaits
 its scores, all within the request timeout. Library and worker failures become
 :class:`~.api_errors.ApiError` here, the one place that knows which status each deserves.
+
+A request is given up when its timeout passes (504) or its client goes away: uvicorn does not
+cancel the handler then, it answers the app's next ``receive()`` with ``http.disconnect``, so
+the route hands in ``client_gone``, a wait for that message, raced against the scoring here (an
+ASGI server or test transport that cancels the handler task instead is handled the same way).
+Either way the wait on the queue entry is cancelled: the queue drops it if the worker has not
+taken it, else the worker's step stops between model batches once all its requests are gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..errors import InputError, RerankError
@@ -16,8 +25,10 @@ from ..reranker import ScoredDocument, ScoringRequest
 from .admission import Admission
 from .api_errors import ApiError
 from .model import RerankModel
-from .request_queue import QueueClosed, RequestQueue
+from .request_queue import Entry, QueueClosed, RequestQueue
 from .worker import Worker, WorkerError
+
+log = logging.getLogger("qwen3_rerank.server")
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,17 @@ def prepare(model: RerankModel, params: RerankParams) -> ScoringRequest:
     )
 
 
+class ClientGone(Exception):
+    """The client closed the connection before its answer."""
+
+
+@dataclass
+class _Attempt:
+    """What one request reached: its queue entry, once it has one."""
+
+    entry: Entry | None = None
+
+
 class Infer:
     """Admission, tokenizing, the queue and the timeout, tied together for one request."""
 
@@ -87,13 +109,27 @@ class Infer:
         self.worker = worker
         self.timeout = timeout
 
-    async def rerank(self, params: RerankParams) -> Scored:
-        """The request's scores; :class:`ApiError` 429, 422, 500, 503 or 504 when it cannot have them."""
+    async def rerank(
+        self, params: RerankParams, client_gone: Callable[[], Awaitable[object]] | None = None
+    ) -> Scored:
+        """The request's scores; :class:`ApiError` 429, 422, 500, 503 or 504 when it cannot have them.
+
+        ``client_gone``: a coroutine function that returns once the client has gone (then the
+        request is given up, and answered 499, which no one reads but the access log).
+        """
         with self.admission.try_acquire():
+            attempt = _Attempt()
             try:
-                return await asyncio.wait_for(self._prepare_and_score(params), self.timeout)
+                return await asyncio.wait_for(self._score_while_connected(params, attempt, client_gone), self.timeout)
             except asyncio.TimeoutError:
+                self._given_up(params, attempt, "timeout")
                 raise ApiError(504, "timeout", f"request took longer than {self.timeout:g} s") from None
+            except ClientGone:
+                self._given_up(params, attempt, "disconnect")
+                raise ApiError(499, "client_closed", "the client closed the connection") from None
+            except asyncio.CancelledError:  # the handler itself was cancelled: its client is gone
+                self._given_up(params, attempt, "disconnect")
+                raise
             except QueueClosed:
                 raise ApiError(503, "unavailable", "the server is stopping", {"Retry-After": "1"}) from None
             except InputError as exc:
@@ -110,9 +146,43 @@ class Infer:
         with self.admission.try_acquire():
             return await self._prepare_and_score(RerankParams("warm-up query", ["warm-up document"]))
 
-    async def _prepare_and_score(self, params: RerankParams) -> Scored:
+    def _given_up(self, params: RerankParams, attempt: _Attempt, reason: str) -> None:
+        """Count a cancelled request and its documents that will not be scored because of it."""
+        metrics = self.worker.metrics
+        metrics.cancelled_requests.labels(reason=reason).inc()
+        entry = attempt.entry
+        if entry is None:  # still tokenizing: none of it reaches the model
+            metrics.cancelled_documents.inc(len(params.texts))
+        elif not entry.started:  # queued: the queue drops it
+            metrics.cancelled_documents.inc(len(entry.request))
+        # else the worker counts what its stopped step left unscored (nothing, if shared with a live one)
+
+    async def _score_while_connected(
+        self, params: RerankParams, attempt: _Attempt, client_gone: Callable[[], Awaitable[object]] | None
+    ) -> Scored:
+        """The scores, or :class:`ClientGone` as soon as ``client_gone`` returns."""
+        if client_gone is None:
+            return await self._prepare_and_score(params, attempt)
+        scoring = asyncio.ensure_future(self._prepare_and_score(params, attempt))
+        watching = asyncio.ensure_future(client_gone())
+        try:
+            await asyncio.wait((scoring, watching), return_when=asyncio.FIRST_COMPLETED)
+            if not scoring.done() and watching.exception() is not None:  # cannot tell: just wait
+                log.warning("cannot watch for the client leaving: %r", watching.exception())
+                return await scoring
+        finally:  # on a timeout too: cancelling `scoring` cancels the wait on the queue entry at once
+            watching.cancel()
+            if not scoring.done():
+                scoring.cancel()
+        if scoring.done() and not scoring.cancelled():
+            return scoring.result()
+        raise ClientGone
+
+    async def _prepare_and_score(self, params: RerankParams, attempt: _Attempt | None = None) -> Scored:
         request = await asyncio.to_thread(prepare, self.model, params)
         entry = self.queue.put(request, raw=params.raw)  # QueueClosed once the server is stopping
+        if attempt is not None:
+            attempt.entry = entry
         if not self.worker.running:  # a bug, not the client's: 500 rather than a wait for the timeout
             entry.future.cancel()
             raise RuntimeError("the model worker is not running")

@@ -46,6 +46,17 @@ class Metrics:
         )
         self.documents = Counter("qwen3_rerank_documents", "Documents scored", registry=r)
         self.tokens = Counter("qwen3_rerank_tokens", "Tokens scored, prompt template included", registry=r)
+        self.cancelled_requests = Counter(
+            "qwen3_rerank_cancelled_requests",
+            "Rerank requests given up before their answer: client gone (disconnect) or past the timeout",
+            ["reason"],
+            registry=r,
+        )
+        self.cancelled_documents = Counter(
+            "qwen3_rerank_cancelled_documents",
+            "Documents (chunk windows, with chunking) of cancelled requests that the model did not score",
+            registry=r,
+        )
 
     def observe_batch(self, *, requests: int, documents: int, tokens: int, seconds: float) -> None:
         self.batches.inc()

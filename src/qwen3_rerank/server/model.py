@@ -7,7 +7,7 @@ test-only hook in the production settings.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ..reranker import ScoredDocument, ScoringRequest
@@ -44,5 +44,12 @@ class RerankModel(Protocol):
     ) -> ScoringRequest: ...
 
     def score_requests_detailed(
-        self, requests: Sequence[ScoringRequest], *, raw: bool = False
-    ) -> list[list[ScoredDocument]]: ...
+        self,
+        requests: Sequence[ScoringRequest],
+        *,
+        raw: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[list[ScoredDocument]]:
+        """Scores per request; raises :class:`~qwen3_rerank.ScoringCancelled` once ``should_stop``
+        (asked between model batches) is true."""
+        ...

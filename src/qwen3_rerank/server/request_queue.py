@@ -4,13 +4,16 @@ Requests are scored in arrival order. :meth:`RequestQueue.next_batch` takes the 
 while their tokens fit the token budget, always at least one (a request larger than the budget
 goes alone), and stops at the first that does not fit instead of skipping ahead: a small request
 queued behind a large one is not overtaken by later ones, it leads the next batch. An entry
-whose request was given up (timeout, client gone) is dropped here, so the model never runs it.
+whose request was given up (timeout, client gone) is dropped here, so the model never runs it;
+one given up once the worker took it sets :attr:`Entry.gone`, which the worker's ``should_stop``
+reads from the model thread between batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +33,13 @@ class Entry:
     raw: bool
     future: asyncio.Future[list[ScoredDocument]]
     enqueued: float = field(default_factory=time.perf_counter)
+    #: set (on the event loop) once the future is cancelled: safe to read from the model thread
+    gone: threading.Event = field(default_factory=threading.Event)
+    #: taken by :meth:`RequestQueue.next_batch` for a model step (no longer droppable)
+    started: bool = False
+
+    def __post_init__(self) -> None:
+        self.future.add_done_callback(lambda future: self.gone.set() if future.cancelled() else None)
 
     @property
     def tokens(self) -> int:
@@ -79,6 +89,7 @@ class RequestQueue:
             if batch and tokens + entry.tokens > token_budget:
                 break
             batch.append(self._entries.popleft())
+            entry.started = True
             tokens += entry.tokens
         return batch
 

@@ -7,6 +7,7 @@ scoring happens behind :meth:`ServerState.rerank`.
 
 from __future__ import annotations
 
+import functools
 import hmac
 from typing import Annotated
 
@@ -66,6 +67,19 @@ def ranked(scores: list[float], top_n: int | None) -> list[int]:
 # -- rerank --------------------------------------------------------------------------------------
 
 
+async def wait_for_disconnect(request: Request) -> None:
+    """Return once the client has gone.
+
+    The body has been read by now, so the app's next ``receive()`` blocks until uvicorn answers
+    it with ``http.disconnect`` (the connection closed, or the response sent). uvicorn does not
+    cancel a handler whose client left; this is how the handler learns it.
+    """
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
 async def cohere_rerank(body: RerankRequest, request: Request, server: ServerState) -> dict:
     """The Cohere / Jina answer for ``/v1/rerank`` and ``/v2/rerank``."""
     settings = server.settings
@@ -86,7 +100,8 @@ async def cohere_rerank(body: RerankRequest, request: Request, server: ServerSta
             chunking=body.chunking,
             chunk_tokens=body.chunk_tokens,
             chunk_overlap=body.chunk_overlap,
-        )
+        ),
+        functools.partial(wait_for_disconnect, request),
     )
     scores = [d.score for d in scored.documents]
     results = []
@@ -153,7 +168,7 @@ async def rerank_v2(body: RerankRequest, request: Request, server: Server) -> di
     tags=["rerank"],
     summary="Rerank (text-embeddings-inference shape)",
 )
-async def rerank_tei(body: TeiRerankRequest, server: Server) -> list[dict]:
+async def rerank_tei(body: TeiRerankRequest, request: Request, server: Server) -> list[dict]:
     scored = await server.rerank(
         RerankParams(
             body.query,
@@ -163,7 +178,8 @@ async def rerank_tei(body: TeiRerankRequest, server: Server) -> list[dict]:
             truncate=True if body.truncate is None else body.truncate,
             max_doc_tokens=server.settings.max_tokens_per_doc,
             cut_start=body.truncation_direction.lower() == "left",
-        )
+        ),
+        functools.partial(wait_for_disconnect, request),
     )
     scores = [d.score for d in scored.documents]
     out = []

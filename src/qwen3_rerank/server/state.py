@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from .admission import Admission
 from .api_errors import ApiError
@@ -54,7 +55,9 @@ class ServerState:
         self.ready = False
         await self.worker.stop()
 
-    async def rerank(self, params: RerankParams) -> Scored:
+    async def rerank(
+        self, params: RerankParams, client_gone: Callable[[], Awaitable[object]] | None = None
+    ) -> Scored:
         """Scores through :class:`Infer`, once the server takes requests and the request is in limits."""
         if not self.ready or self.draining:
             raise ApiError(503, "unavailable", "the model is not ready", {"Retry-After": "1"})
@@ -62,4 +65,4 @@ class ServerState:
             raise ApiError(
                 422, "invalid_request", f"too many documents: {len(params.texts)} (limit {self.settings.max_documents})"
             )
-        return await self.infer.rerank(params)
+        return await self.infer.rerank(params, client_gone)

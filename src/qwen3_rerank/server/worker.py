@@ -5,6 +5,8 @@ probability) on a single worker thread, so the event loop stays free to take and
 requests while the model runs; they go together into the next step, and batches grow with
 load. Before a step the worker waits at most ``max_wait`` for the queue to hold a full token
 budget. A failed step fails only the requests in it; the worker goes on with the next batch.
+A step stops between two model batches once every request in it was given up (client gone,
+timeout): the library's ``should_stop`` check; a step shared with a live request goes on.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import RerankError
+from ..errors import RerankError, ScoringCancelled
 from .metrics import Metrics
 from .model import RerankModel
 from .request_queue import Entry, RequestQueue
@@ -85,10 +87,21 @@ class Worker:
     async def _score_group(self, group: list[Entry], *, raw: bool) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        call = functools.partial(self.model.score_requests_detailed, [entry.request for entry in group], raw=raw)
+        call = functools.partial(
+            self.model.score_requests_detailed,
+            [entry.request for entry in group],
+            raw=raw,
+            should_stop=lambda: all(entry.gone.is_set() for entry in group),  # asked on the model thread
+        )
+        unscored = 0
         try:
             scores = await loop.run_in_executor(self._executor, call)
             error: Exception | None = None
+        except ScoringCancelled as exc:  # every request of the group was given up: no one to answer
+            scores, error, unscored = [], exc, exc.unscored
+            self.metrics.cancelled_documents.inc(unscored)
+            log.info("model step stopped: its %d request(s) were given up, %d sequence(s) left unscored",
+                     len(group), unscored)
         except RerankError as exc:  # the user can act on it: its message goes to the client
             scores, error = [], exc
         except Exception:  # logged with its traceback here; the client gets a generic 500
@@ -96,7 +109,7 @@ class Worker:
             scores, error = [], WorkerError("the model failed on this batch")
         self.metrics.observe_batch(
             requests=len(group),
-            documents=sum(len(entry.request) for entry in group),
+            documents=sum(len(entry.request) for entry in group) - unscored,
             tokens=sum(entry.tokens for entry in group),
             seconds=time.perf_counter() - started,
         )
