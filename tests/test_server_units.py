@@ -7,6 +7,7 @@ milliseconds; tests/test_server.py then only checks that a real process wires th
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -353,17 +354,23 @@ def test_infer_timeout_is_504_releases_the_permit_and_the_model_never_sees_it():
 
 def test_infer_cancelled_client_releases_the_permit_and_the_model_never_sees_it():
     async def scenario() -> None:
-        model = FakeReranker(delay=0.2)
+        # The blocker's batch runs until the gate opens (not for a fixed time: under load,
+        # tokenizing "gone" could outlast any delay and the queue would never hold it).
+        model = FakeReranker(batch_size=1)
+        model.gate = threading.Semaphore(0)
         infer, admission, worker = _infer(model)
         worker.start()
         blocker = asyncio.ensure_future(infer.rerank(RerankParams("blocker", ["a"])))
         await until(lambda: model.steps != [])
         gone = asyncio.ensure_future(infer.rerank(RerankParams("gone", ["a"])))
-        await until(lambda: admission.in_use == 2 and len(infer.queue) == 1)
-        gone.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await gone
-        assert admission.in_use == 1
+        try:
+            await until(lambda: admission.in_use == 2 and len(infer.queue) == 1)
+            gone.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await gone
+            assert admission.in_use == 1
+        finally:
+            model.gate.release()
         await blocker
         await worker.stop()
         assert admission.in_use == 0 and model.seen() == ["blocker"]
