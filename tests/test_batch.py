@@ -79,6 +79,7 @@ def run_cli(args, env_extra=None, timeout=300, cwd=None):
     )
 
 
+@pytest.mark.slow
 def test_cli_starts_a_local_ray_by_default(tmp_path, tiny_model_dir, reranker):
     # runs before the module's Ray instance exists: the command starts its own and stops it
     table = pairs_table()
@@ -105,6 +106,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_parquet_every_row_once_with_library_scores(local_ray, tmp_path, tiny_model_dir, reranker):
     table = pairs_table()
     pq.write_table(table, tmp_path / "pairs.parquet", row_group_size=13)
@@ -123,6 +125,7 @@ def test_parquet_every_row_once_with_library_scores(local_ray, tmp_path, tiny_mo
     check_output(tmp_path / "scores", table, reranker)
 
 
+@pytest.mark.slow
 def test_cli_jsonl_on_an_existing_cluster_by_address(local_ray, tmp_path, tiny_model_dir, reranker):
     table = pairs_table().rename_columns(["pair_id", "q", "passage", "note"])
     with (tmp_path / "pairs.jsonl").open("w", encoding="utf-8") as fh:
@@ -144,6 +147,7 @@ def test_cli_jsonl_on_an_existing_cluster_by_address(local_ray, tmp_path, tiny_m
     assert local_ray.is_initialized()  # the command left the cluster running
 
 
+@pytest.mark.slow
 def test_user_errors(local_ray, tmp_path, tiny_model_dir):
     pq.write_table(pa.table({"pair_id": [1, 2], "query": ["q", "q"], "text": ["a", "b"]}), tmp_path / "bad.parquet")
     with pytest.raises(InputError, match="no column 'document'"):
