@@ -364,6 +364,7 @@ def test_request_id_is_echoed_and_logged(server, client):
     assert lines and all(re.match(r"^\S+ \S+ \w+ \[[^\]]+\] ", line) for line in lines), "a log line lacks its id"
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(server, tmp_path):
     """Property-based fuzzing of every operation in /openapi.json, bounded in examples and time."""
     pytest.importorskip("schemathesis")
