@@ -70,8 +70,14 @@ def check_output(folder, table, reranker, score_column="score"):
     return out
 
 
+# The environment as it was before any test here started Ray (ray.init() writes driver variables such as
+# PYTHONBREAKPOINT into os.environ), less a RAY_ADDRESS that would send the commands to another
+# cluster: what a command started here inherits does not depend on which tests ran before.
+ENV_BEFORE_RAY = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+
 def run_cli(args, env_extra=None, timeout=300, cwd=None):
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = dict(ENV_BEFORE_RAY)
     env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "qwen3_rerank", "batch", *args],
@@ -81,7 +87,7 @@ def run_cli(args, env_extra=None, timeout=300, cwd=None):
 
 @pytest.mark.slow
 def test_cli_starts_a_local_ray_by_default(tmp_path, tiny_model_dir, reranker):
-    # runs before the module's Ray instance exists: the command starts its own and stops it
+    # with or without the module's Ray instance up (the order is random): the command starts its own and stops it
     table = pairs_table()
     pq.write_table(table, tmp_path / "pairs.parquet")
     out = tmp_path / "scores.parquet"
@@ -100,10 +106,13 @@ def local_ray():
 
     if ray.is_initialized():
         pytest.skip("a Ray instance is already running in this process")
+    environ = dict(os.environ)
     ray.init(num_cpus=3, object_store_memory=100 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+    os.environ.clear()  # no Ray driver variables left behind for the tests that run next
+    os.environ.update(environ)
 
 
 @pytest.mark.slow
