@@ -385,6 +385,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(server, tmp_path):
 # -- limits: 429 and 504 -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_queue_limit_429_and_timeout_504(tiny_model_dir, tmp_path):
     # Each model step sleeps 1.5 s (test hook) and requests time out after 1 s.
     proc = ServerProcess(
@@ -415,6 +416,7 @@ def test_queue_limit_429_and_timeout_504(tiny_model_dir, tmp_path):
 # -- lifecycle ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_requests_in_flight(tiny_model_dir, tmp_path, reranker):
     proc = ServerProcess(
         tiny_model_dir, tmp_path / "sigterm.log", "--max-batch-tokens", "128", "--max-batch-wait-ms", "0",
