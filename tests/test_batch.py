@@ -70,14 +70,10 @@ def check_output(folder, table, reranker, score_column="score"):
     return out
 
 
-# The environment as it was before any test here started Ray (ray.init() writes driver variables such as
-# PYTHONBREAKPOINT into os.environ), less a RAY_ADDRESS that would send the commands to another
-# cluster: what a command started here inherits does not depend on which tests ran before.
-ENV_BEFORE_RAY = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-
-
 def run_cli(args, env_extra=None, timeout=300, cwd=None):
-    env = dict(ENV_BEFORE_RAY)
+    # the environment as it is now: joining the module's cluster by address needs the variables its
+    # ray.init() wrote (RAY_AUTH_MODE=token, ...); local_ray takes them out again when it stops Ray
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "qwen3_rerank", "batch", *args],
