@@ -15,6 +15,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_TOKENIZER = REPO.parent / "shared" / "qwen3-tokenizer"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """A test that needs the four-variant export (``exported``, ``export_run``) is ``slow`` wherever it is,
+    so that ``-m "not slow"`` never builds it."""
+    for item in items:
+        if {"exported", "export_run"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def _tokenizer_source(factory) -> tuple[Path, bool]:
     override = os.environ.get("QWEN3_RERANK_TOKENIZER_DIR")
     if override:

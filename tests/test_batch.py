@@ -71,6 +71,8 @@ def check_output(folder, table, reranker, score_column="score"):
 
 
 def run_cli(args, env_extra=None, timeout=300, cwd=None):
+    # the environment as it is now: joining the module's cluster by address needs the variables its
+    # ray.init() wrote (RAY_AUTH_MODE=token, ...); local_ray takes them out again when it stops Ray
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(env_extra or {})
     return subprocess.run(
@@ -79,8 +81,9 @@ def run_cli(args, env_extra=None, timeout=300, cwd=None):
     )
 
 
+@pytest.mark.slow
 def test_cli_starts_a_local_ray_by_default(tmp_path, tiny_model_dir, reranker):
-    # runs before the module's Ray instance exists: the command starts its own and stops it
+    # with or without the module's Ray instance up (the order is random): the command starts its own and stops it
     table = pairs_table()
     pq.write_table(table, tmp_path / "pairs.parquet")
     out = tmp_path / "scores.parquet"
@@ -99,12 +102,16 @@ def local_ray():
 
     if ray.is_initialized():
         pytest.skip("a Ray instance is already running in this process")
+    environ = dict(os.environ)
     ray.init(num_cpus=3, object_store_memory=100 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+    os.environ.clear()  # no Ray driver variables left behind for the tests that run next
+    os.environ.update(environ)
 
 
+@pytest.mark.slow
 def test_parquet_every_row_once_with_library_scores(local_ray, tmp_path, tiny_model_dir, reranker):
     table = pairs_table()
     pq.write_table(table, tmp_path / "pairs.parquet", row_group_size=13)
@@ -123,6 +130,7 @@ def test_parquet_every_row_once_with_library_scores(local_ray, tmp_path, tiny_mo
     check_output(tmp_path / "scores", table, reranker)
 
 
+@pytest.mark.slow
 def test_cli_jsonl_on_an_existing_cluster_by_address(local_ray, tmp_path, tiny_model_dir, reranker):
     table = pairs_table().rename_columns(["pair_id", "q", "passage", "note"])
     with (tmp_path / "pairs.jsonl").open("w", encoding="utf-8") as fh:
@@ -144,6 +152,7 @@ def test_cli_jsonl_on_an_existing_cluster_by_address(local_ray, tmp_path, tiny_m
     assert local_ray.is_initialized()  # the command left the cluster running
 
 
+@pytest.mark.slow
 def test_user_errors(local_ray, tmp_path, tiny_model_dir):
     pq.write_table(pa.table({"pair_id": [1, 2], "query": ["q", "q"], "text": ["a", "b"]}), tmp_path / "bad.parquet")
     with pytest.raises(InputError, match="no column 'document'"):

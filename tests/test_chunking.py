@@ -79,7 +79,16 @@ def test_windows_cover_the_document_with_overlap(short_context):
     for a, b in zip(windows, windows[1:]):
         assert a.token_end - b.token_start == 25
         assert b.char_start < a.char_end
-    assert "".join(LONG_DOC[w.char_start : w.char_end] for w in windows[:1]) == LONG_DOC[: windows[0].char_end]
+    # each window's text is exactly the text of its tokens: every token of the window lies inside its
+    # character span, and the tokens on either side of the window lie outside it
+    offsets = encoding.offsets
+    for w in windows:
+        assert all(w.char_start <= offsets[t][0] and offsets[t][1] <= w.char_end for t in range(w.token_start, w.token_end))
+        if w.token_start:
+            assert offsets[w.token_start - 1][0] < w.char_start
+        if w.token_end < len(offsets):
+            assert w.char_end <= offsets[w.token_end][0]
+    assert windows[0].char_start == 0 and windows[-1].char_end == len(LONG_DOC)
 
 
 @pytest.mark.parametrize(

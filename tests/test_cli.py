@@ -1,28 +1,51 @@
-"""The command line, run as a real subprocess the way a user runs it."""
+"""The command line: ``qwen3_rerank.cli.main(argv)`` in this process (stdout, stderr and the exit
+status as a user sees them), and one real ``python -m qwen3_rerank`` process as a smoke test."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
+from qwen3_rerank.cli import main
 
 QUERY = "What is the capital of France?"
 DOCS = ["Berlin is the capital of Germany.", "Paris is the capital of France.", "東京 🙂\nnew line"]
 
 
-def run_cli(*args, stdin=None, env=None):
-    full_env = {**os.environ, **(env or {})}
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """``qwen3-rerank ARGS`` in this process: exit status, stdout and stderr as text."""
+
+    def run(*args, stdin=None, env=None):
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+        capsys.readouterr()  # drop anything printed before
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return Run(code, out, err)
+
+    return run
+
+
+def run_process(*args):
     return subprocess.run(
         [sys.executable, "-m", "qwen3_rerank", *map(str, args)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=full_env,
+        capture_output=True, text=True, timeout=300, env=dict(os.environ),
     )
 
 
@@ -30,8 +53,10 @@ def model_args(model_dir):
     return ["--model", model_dir, "--dtype", "fp32"]
 
 
-def test_rerank_json_equals_library(tiny_model_dir, reranker):
-    proc = run_cli("rerank", *model_args(tiny_model_dir), "--query", QUERY, "--json", *DOCS)
+@pytest.mark.parametrize("how", ["in-process", "subprocess"])
+def test_rerank_json_equals_library(tiny_model_dir, reranker, run_cli, how):
+    run = run_cli if how == "in-process" else run_process  # the one real `python -m qwen3_rerank` run
+    proc = run("rerank", *model_args(tiny_model_dir), "--query", QUERY, "--json", *DOCS)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     expected = reranker.rerank(QUERY, DOCS)
@@ -40,7 +65,7 @@ def test_rerank_json_equals_library(tiny_model_dir, reranker):
     np.testing.assert_allclose([r["score"] for r in results], [r.score for r in expected], atol=1e-6)
 
 
-def test_rerank_table_and_top_k(tiny_model_dir, reranker):
+def test_rerank_table_and_top_k(tiny_model_dir, reranker, run_cli):
     proc = run_cli("rerank", *model_args(tiny_model_dir), "-q", QUERY, "--top-k", "2", *DOCS)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
@@ -52,7 +77,7 @@ def test_rerank_table_and_top_k(tiny_model_dir, reranker):
         assert int(index) == result.index and abs(float(score) - result.score) < 1e-4
 
 
-def test_chunking_option(tiny_model_dir, reranker):
+def test_chunking_option(tiny_model_dir, reranker, run_cli):
     long_doc = "alpha beta gamma delta epsilon " * 60
     proc = run_cli("rerank", *model_args(tiny_model_dir), "-q", QUERY, "--json", "--chunking", "max",
                    "--chunk-tokens", "40", "--chunk-overlap", "5", long_doc, DOCS[1])
@@ -66,7 +91,7 @@ def test_chunking_option(tiny_model_dir, reranker):
     assert bad.returncode == 2 and "chunk_overlap" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_docs_from_text_jsonl_and_stdin(tmp_path, tiny_model_dir, reranker):
+def test_docs_from_text_jsonl_and_stdin(tmp_path, tiny_model_dir, reranker, run_cli):
     text_file = tmp_path / "docs.txt"
     text_file.write_text("\n".join(d.replace("\n", " ") for d in DOCS) + "\n\n", encoding="utf-8")
     jsonl_file = tmp_path / "docs.jsonl"
@@ -96,7 +121,7 @@ def test_docs_from_text_jsonl_and_stdin(tmp_path, tiny_model_dir, reranker):
         (["doc"], "--query"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(tiny_model_dir, args, message):
+def test_bad_input_exits_2_with_one_line(tiny_model_dir, args, message, run_cli):
     proc = run_cli("rerank", "--model", tiny_model_dir, *args)
     assert proc.returncode == 2
     assert message in proc.stderr
@@ -104,14 +129,14 @@ def test_bad_input_exits_2_with_one_line(tiny_model_dir, args, message):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
-def test_bad_jsonl_line(tmp_path, tiny_model_dir):
+def test_bad_jsonl_line(tmp_path, tiny_model_dir, run_cli):
     bad = tmp_path / "docs.jsonl"
     bad.write_text('{"text": "ok"}\n{"txt": "no text field"}\n', encoding="utf-8")
     proc = run_cli("rerank", *model_args(tiny_model_dir), "-q", QUERY, "--docs", bad)
     assert proc.returncode == 2 and "line 2" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_missing_model_folder_and_variant(tmp_path, tiny_model_dir):
+def test_missing_model_folder_and_variant(tmp_path, tiny_model_dir, run_cli):
     proc = run_cli("rerank", "--model", tmp_path / "nothing-here", "-q", QUERY, "doc")
     assert proc.returncode == 2 and "model folder not found" in proc.stderr
     proc = run_cli("rerank", "--model", tiny_model_dir, "--dtype", "q4", "-q", QUERY, "doc")
@@ -119,8 +144,13 @@ def test_missing_model_folder_and_variant(tmp_path, tiny_model_dir):
     assert "Traceback" not in proc.stderr
 
 
-def test_hub_id_offline_not_cached(tmp_path):
+def test_hub_id_offline_not_cached(tmp_path, run_cli, monkeypatch):
+    from huggingface_hub import constants
+
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    # huggingface_hub reads these two when it is imported: give them the values a new process would
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     proc = run_cli("rerank", "--model", "onnx-community/Qwen3-Reranker-0.6B-ONNX", "-q", QUERY, "doc", env=env)
     assert proc.returncode == 2
     assert "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache" in proc.stderr

@@ -18,6 +18,8 @@ import pytest
 
 from qwen3_rerank.files import DTYPE_FILES
 
+pytestmark = pytest.mark.slow  # the four-variant export, through a real process
+
 VARIANTS = ("fp32", "fp16", "q8", "q4")
 QUERY = "What is the capital of France?"
 DOCS = [
@@ -221,9 +223,51 @@ def test_export_report(exported):
     for dtype in ("fp16", "q8", "q4"):
         entry = report["variants"][dtype]
         assert entry["all_finite"]
-        assert -1.0 <= entry["spearman_min"] <= entry["spearman_mean"] <= 1.0
+        assert -1.0 <= entry["spearman_min"] and entry["spearman_mean"] <= 1.0
         assert 0.0 <= entry["top1_agreement"] <= 1.0
     assert report["variants"]["fp16"]["spearman_mean"] > 0.9
+
+
+def _ranks(values) -> np.ndarray:
+    """Ranks from 0, ties sharing their mean rank."""
+    _, inverse, counts = np.unique(np.asarray(values), return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + ends - 1) / 2.0)[inverse]
+
+
+def _spearman(a, b) -> float:
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:  # a constant list: agreement only with another constant one
+        return 1.0 if ra.std() == rb.std() else 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def test_export_report_numbers_are_the_variants_own(exported, official):
+    """The report's agreement figures, recomputed here: each variant's scores on the verifier's probes
+    against the PyTorch recipe's (tests/reference.py), Spearman per probe query and top-1 agreement."""
+    from qwen3_rerank import Reranker
+    from qwen3_rerank.export.verify import PROBES
+
+    report = json.loads((exported / "export_report.json").read_text())
+    reference = [official.gaps(query, docs) for query, docs in PROBES]
+    for dtype in VARIANTS:
+        entry = report["variants"][dtype]
+        # as the verifier scores them: every probe pair in one batch
+        reranker = Reranker.from_pretrained(exported, dtype=dtype, threads=2, batch_size=64, max_batch_tokens=1 << 16)
+        flat = reranker.score_pairs([(query, doc) for query, docs in PROBES for doc in docs], raw=True)
+        gaps, start = [], 0
+        for _, docs in PROBES:
+            gaps.append(flat[start : start + len(docs)])
+            start += len(docs)
+        diffs = np.abs(np.concatenate(gaps) - np.concatenate(reference))
+        assert entry["max_abs_gap_diff"] == pytest.approx(diffs.max(), abs=1e-4), dtype
+        if dtype == "fp32":
+            continue
+        spearman = [_spearman(a, b) for a, b in zip(gaps, reference)]
+        top1 = [int(np.argmax(a)) == int(np.argmax(b)) for a, b in zip(gaps, reference)]
+        assert entry["spearman_min"] == pytest.approx(min(spearman), abs=1e-6), (dtype, spearman)
+        assert entry["spearman_mean"] == pytest.approx(np.mean(spearman), abs=1e-6), (dtype, spearman)
+        assert entry["top1_agreement"] == pytest.approx(np.mean(top1)), (dtype, top1)
 
 
 def test_verify_cli_against_another_checkpoint_fails(exported, tmp_path, tokenizer_dir):

@@ -68,6 +68,7 @@ def test_small_token_budget_same_scores(tiny_model_dir, reranker):
     np.testing.assert_allclose(small.score(QUERY, DOCS, raw=True), reranker.score(QUERY, DOCS, raw=True), atol=GAP_TOLERANCE)
 
 
+@pytest.mark.slow  # a second export of the checkpoint, without past inputs
 def test_graph_without_past_inputs(tiny_model_nopast_dir, official):
     rr = Reranker.from_pretrained(tiny_model_nopast_dir, dtype="fp32")
     assert rr.engine.past_inputs == []

@@ -369,6 +369,7 @@ def test_request_id_is_echoed_and_logged(server, client):
     assert lines and all(re.match(r"^\S+ \S+ \w+ \[[^\]]+\] ", line) for line in lines), "a log line lacks its id"
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(server, tmp_path):
     """Property-based fuzzing of every operation in /openapi.json, bounded in examples and time."""
     pytest.importorskip("schemathesis")
@@ -392,6 +393,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(server, tmp_path):
 # -- lifecycle ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_requests_in_flight(tiny_model_dir, tmp_path, reranker):
     proc = ServerProcess(
         tiny_model_dir, tmp_path / "sigterm.log", "--max-batch-tokens", "128", "--max-batch-wait-ms", "0",
