@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -33,7 +33,8 @@ from .state import ServerState
 
 def server_state(request: Request) -> ServerState:
     """The app's :class:`ServerState` (set by ``create_app``)."""
-    return request.app.state.server
+    state: ServerState = request.app.state.server
+    return state
 
 
 Server = Annotated[ServerState, Depends(server_state)]
@@ -80,7 +81,7 @@ async def wait_for_disconnect(request: Request) -> None:
             return
 
 
-async def cohere_rerank(body: RerankRequest, request: Request, server: ServerState) -> dict:
+async def cohere_rerank(body: RerankRequest, request: Request, server: ServerState) -> dict[str, Any]:
     """The Cohere / Jina answer for ``/v1/rerank`` and ``/v2/rerank``."""
     settings = server.settings
     texts = body.texts()
@@ -106,7 +107,7 @@ async def cohere_rerank(body: RerankRequest, request: Request, server: ServerSta
     scores = [d.score for d in scored.documents]
     results = []
     for i in ranked(scores, body.top_n):
-        item: dict = {"index": i, "relevance_score": scores[i]}
+        item: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
         if body.return_documents:
             item["document"] = {"text": texts[i]}
         best_chunk = scored.documents[i].best_chunk
@@ -142,7 +143,7 @@ async def cohere_rerank(body: RerankRequest, request: Request, server: ServerSta
     tags=["rerank"],
     summary="Rerank (Cohere / Jina shape; documents returned by default)",
 )
-async def rerank_v1(body: RerankRequestV1, request: Request, server: Server) -> dict:
+async def rerank_v1(body: RerankRequestV1, request: Request, server: Server) -> dict[str, Any]:
     return await cohere_rerank(body, request, server)
 
 
@@ -155,7 +156,7 @@ async def rerank_v1(body: RerankRequestV1, request: Request, server: Server) -> 
     tags=["rerank"],
     summary="Rerank (Cohere v2 shape)",
 )
-async def rerank_v2(body: RerankRequest, request: Request, server: Server) -> dict:
+async def rerank_v2(body: RerankRequest, request: Request, server: Server) -> dict[str, Any]:
     return await cohere_rerank(body, request, server)
 
 
@@ -168,7 +169,7 @@ async def rerank_v2(body: RerankRequest, request: Request, server: Server) -> di
     tags=["rerank"],
     summary="Rerank (text-embeddings-inference shape)",
 )
-async def rerank_tei(body: TeiRerankRequest, request: Request, server: Server) -> list[dict]:
+async def rerank_tei(body: TeiRerankRequest, request: Request, server: Server) -> list[dict[str, Any]]:
     scored = await server.rerank(
         RerankParams(
             body.query,
@@ -184,7 +185,7 @@ async def rerank_tei(body: TeiRerankRequest, request: Request, server: Server) -
     scores = [d.score for d in scored.documents]
     out = []
     for i in ranked(scores, None):
-        item: dict = {"index": i, "score": scores[i]}
+        item: dict[str, Any] = {"index": i, "score": scores[i]}
         if body.return_text:
             item["text"] = body.texts[i]
         out.append(item)
@@ -195,7 +196,7 @@ async def rerank_tei(body: TeiRerankRequest, request: Request, server: Server) -
 
 
 @router.get("/health", response_model=Health, tags=["service"], summary="The process is up")
-async def health() -> dict:
+async def health() -> dict[str, Any]:
     return {"status": "ok"}
 
 
@@ -206,7 +207,7 @@ async def health() -> dict:
     tags=["service"],
     summary="The model is loaded and warmed up, and the server is not stopping",
 )
-async def ready(server: Server) -> dict | JSONResponse:
+async def ready(server: Server) -> dict[str, Any] | JSONResponse:
     if server.ready and not server.draining:
         return {"status": "ready"}
     return error_json(503, "unavailable", "stopping" if server.draining else "the model is not ready")
@@ -224,5 +225,5 @@ async def metrics(server: Server) -> Response:
     tags=["service"],
     responses={401: ERROR_RESPONSES[401]},
 )
-async def models(server: Server) -> dict:
+async def models(server: Server) -> dict[str, Any]:
     return {"object": "list", "data": [ModelCard(id=server.settings.model_name, created=server.started)]}
