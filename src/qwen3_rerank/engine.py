@@ -321,7 +321,12 @@ def _dim(shape: list, axis: int, fallback: int | None) -> int | None:
 def _explain_session_error(path: Path, exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     lowered = text.lower()
-    if "protobuf parsing failed" in lowered or "invalid_protobuf" in lowered or "load model" in lowered and "failed" in lowered:
+    if (
+        "protobuf parsing failed" in lowered
+        or "invalid_protobuf" in lowered
+        or "load model" in lowered
+        and "failed" in lowered
+    ):
         return f"cannot load {path}: the file is corrupt or truncated ({text})"
     if any(k in lowered for k in ("external data", "external initializer", "onnx_data", "data file")):
         return f"cannot load {path}: its external weight file is missing or truncated ({text})"

@@ -134,7 +134,9 @@ def parse_dtypes(dtypes: str | Sequence[str] | None) -> list[str]:
         dtypes = [d.strip() for d in dtypes.split(",") if d.strip()]
     unknown = [d for d in dtypes if d not in EXPORT_DTYPES]
     if unknown or not dtypes:
-        raise ExportError(f"unknown export dtype(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(EXPORT_DTYPES)}")
+        raise ExportError(
+            f"unknown export dtype(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(EXPORT_DTYPES)}"
+        )
     return [d for d in EXPORT_DTYPES if d in dtypes]
 
 
@@ -174,7 +176,11 @@ def export_checkpoint(
             started = time.perf_counter()
             log("verifying against the PyTorch checkpoint")
             report = verify_model(
-                work, reference=checkpoint, report_path=work / REPORT_NAME, source=_source_label(source), model_label=str(out)
+                work,
+                reference=checkpoint,
+                report_path=work / REPORT_NAME,
+                source=_source_label(source),
+                model_label=str(out),
             )
             result.seconds["verify"] = time.perf_counter() - started
             result.report = report
@@ -196,9 +202,7 @@ def export_checkpoint(
         if "No space left on device" in str(exc):  # some writers wrap ENOSPC in their own error
             raise ExportError(f"disk full while writing the export next to {out}; nothing was written") from None
         raise
-    result.files = {
-        str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()
-    }
+    result.files = {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
     return result
 
 
@@ -295,7 +299,9 @@ def _export_into(checkpoint: Path, config: dict, work: Path, wanted: list[str], 
                 _save(fused, fused_path, external=True)
                 del fused
                 gc.collect()
-            keep_float = _score_head_nodes(onnx.load(str(fused_path), load_external_data=False)) if is_seq_cls(config) else []
+            keep_float = (
+                _score_head_nodes(onnx.load(str(fused_path), load_external_data=False)) if is_seq_cls(config) else []
+            )
             if "q8" in wanted:
                 with _timed(result, "quantize q8 (quantize_dynamic)", log):
                     _quantize_q8(fused_path, onnx_dir / DTYPE_FILES["q8"], scratch, exclude=keep_float)
@@ -329,8 +335,14 @@ def _save(model, path: Path, *, external: bool | None = None) -> None:
     data = path.with_name(path.name + "_data")
     data.unlink(missing_ok=True)
     if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data.name, size_threshold=1024)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(model, str(path))
 

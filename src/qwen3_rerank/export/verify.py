@@ -212,8 +212,9 @@ def verify_model(
     max_length = 0
     onnx_gaps: dict[str, list[float]] = {}
     for dtype in dtypes:
-        reranker = Reranker.from_pretrained(model_dir, dtype=dtype, threads=threads, batch_size=64,
-                                            max_batch_tokens=1 << 16)
+        reranker = Reranker.from_pretrained(
+            model_dir, dtype=dtype, threads=threads, batch_size=64, max_batch_tokens=1 << 16
+        )
         if sequences is None:
             tok = reranker.tokenizer
             contents = [format_content(q, d) for q, docs in PROBES for d in docs]
@@ -226,7 +227,9 @@ def verify_model(
     ref_sequences = reference_token_ids(reference_path, contents, max_length)
     ref = reference_gaps(reference_path, ref_sequences, yes_id, no_id)
     reference_class = (
-        "Qwen3ForSequenceClassification (pooled logit)" if _reference_kind(reference_path) == "seq_cls" else "causal LM (yes − no)"
+        "Qwen3ForSequenceClassification (pooled logit)"
+        if _reference_kind(reference_path) == "seq_cls"
+        else "causal LM (yes − no)"
     )
 
     ok = True
@@ -234,7 +237,9 @@ def verify_model(
     ids_match = [list(a) == list(b) for a, b in zip(sequences, ref_sequences)]
     if not all(ids_match):
         ok = False
-        problems.append(f"token ids differ from the reference recipe's for {ids_match.count(False)} of {len(ids_match)} probes")
+        problems.append(
+            f"token ids differ from the reference recipe's for {ids_match.count(False)} of {len(ids_match)} probes"
+        )
     for dtype in dtypes:
         gaps = onnx_gaps[dtype]
         finite = all(math.isfinite(g) for g in gaps)

@@ -112,11 +112,32 @@ def run_server_levels(args, bodies: list[dict]) -> tuple[list[dict], dict]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
-        sys.executable, "-m", "qwen3_rerank", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--model", args.model, "--dtype", args.dtype, "--threads", str(args.threads),
-        "--max-batch-tokens", str(args.max_batch_tokens), "--max-batch-wait-ms", str(args.max_batch_wait_ms),
-        "--batch-size", str(args.batch_size), "--log-level", "warning",
-        "--max-queued-requests", "1024", "--request-timeout", str(max(60.0, args.time_limit * 2)),
+        sys.executable,
+        "-m",
+        "qwen3_rerank",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        args.model,
+        "--dtype",
+        args.dtype,
+        "--threads",
+        str(args.threads),
+        "--max-batch-tokens",
+        str(args.max_batch_tokens),
+        "--max-batch-wait-ms",
+        str(args.max_batch_wait_ms),
+        "--batch-size",
+        str(args.batch_size),
+        "--log-level",
+        "warning",
+        "--max-queued-requests",
+        "1024",
+        "--request-timeout",
+        str(max(60.0, args.time_limit * 2)),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3_RERANK_")}
     log = tempfile.TemporaryFile()
@@ -171,7 +192,10 @@ def offline(args, bodies: list[dict]) -> dict:
     from qwen3_rerank import Reranker
 
     reranker = Reranker.from_pretrained(
-        args.model, dtype=args.dtype, threads=args.threads, batch_size=args.batch_size,
+        args.model,
+        dtype=args.dtype,
+        threads=args.threads,
+        batch_size=args.batch_size,
         max_batch_tokens=args.max_batch_tokens,
     )
     reranker.score("warm-up query", ["warm-up document"])
@@ -220,8 +244,16 @@ def main(argv: list[str] | None = None) -> int:
 
     levels, metrics = run_server_levels(args, bodies)
     child = subprocess.run(
-        [sys.executable, "-m", "qwen3_rerank.server.load", *(argv if argv is not None else sys.argv[1:]), "--offline-only"],
-        capture_output=True, text=True, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "qwen3_rerank.server.load",
+            *(argv if argv is not None else sys.argv[1:]),
+            "--offline-only",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     if child.returncode != 0:
         raise SystemExit(f"offline measurement failed:\n{child.stderr[-3000:]}")
@@ -234,10 +266,17 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "dtype": args.dtype,
         "threads": args.threads,
-        "workload": {"requests_per_level": args.requests, "docs_per_request": args.docs_per_request,
-                     "doc_words": args.doc_words, "time_limit_s": args.time_limit},
-        "server_settings": {"max_batch_tokens": args.max_batch_tokens, "max_batch_wait_ms": args.max_batch_wait_ms,
-                            "batch_size": args.batch_size},
+        "workload": {
+            "requests_per_level": args.requests,
+            "docs_per_request": args.docs_per_request,
+            "doc_words": args.doc_words,
+            "time_limit_s": args.time_limit,
+        },
+        "server_settings": {
+            "max_batch_tokens": args.max_batch_tokens,
+            "max_batch_wait_ms": args.max_batch_wait_ms,
+            "batch_size": args.batch_size,
+        },
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "server": levels,
         "server_metrics": metrics,

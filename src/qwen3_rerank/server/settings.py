@@ -39,7 +39,13 @@ class ServerSettings:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
-        for name in ("max_documents", "max_body_bytes", "max_queued_requests", "max_tokens_per_doc", "max_batch_tokens"):
+        for name in (
+            "max_documents",
+            "max_body_bytes",
+            "max_queued_requests",
+            "max_tokens_per_doc",
+            "max_batch_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.request_timeout <= 0:
