@@ -26,6 +26,7 @@ import re
 from collections import defaultdict
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -64,7 +65,8 @@ class _Graph:
         node = self.producer.get(name)
         if node is None or node.op_type != op_type:
             raise FusionError(
-                f"attention pattern not found: {name} comes from {node.op_type if node else 'an input'}, expected {op_type}"
+                f"attention pattern not found: {name} comes from {node.op_type if node else 'an input'}, "
+                f"expected {op_type}"
             )
         return node
 
@@ -87,7 +89,21 @@ def _perm(node: onnx.NodeProto) -> list[int]:
 
 
 def fuse_group_query_attention(model: onnx.ModelProto, *, num_heads: int, kv_num_heads: int) -> int:
-    """Rewrite ``model`` in place; returns the number of attention blocks fused (one per layer)."""
+    """Rewrite ``model`` in place; returns the number of attention blocks fused (one per layer).
+
+    Args:
+        model: an exported Qwen3 graph with a KV cache (``present.N.key/value`` outputs) and an
+            ``attention_mask`` input; changed in place.
+        num_heads: query heads per layer.
+        kv_num_heads: key/value heads per layer.
+
+    Returns:
+        How many attention blocks were replaced by ``GroupQueryAttention`` nodes.
+
+    Raises:
+        FusionError: the graph lacks the KV-cache outputs or the mask input, or a layer does not
+            have the attention pattern this pass knows.
+    """
     graph = model.graph
     g = _Graph(graph)
     outputs = {o.name for o in graph.output}
@@ -202,12 +218,12 @@ def _repeat_kv(g: _Graph, name: str, layer: int) -> onnx.NodeProto:
     return g.only_consumer(expand.output[0], "Reshape")
 
 
-def _const(nodes: list, name: str, value: np.ndarray) -> str:
+def _const(nodes: list[onnx.NodeProto], name: str, value: npt.NDArray[np.generic]) -> str:
     nodes.append(helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(value, name)))
     return name
 
 
-def _to_bsd(nodes: list, name: str, prefix: str, *, from_bhsd: bool) -> str:
+def _to_bsd(nodes: list[onnx.NodeProto], name: str, prefix: str, *, from_bhsd: bool) -> str:
     """[B, H, S, Dh] (or [B, S, H, Dh]) to [B, S, H*Dh]."""
     src = name
     if from_bhsd:
@@ -219,7 +235,7 @@ def _to_bsd(nodes: list, name: str, prefix: str, *, from_bhsd: bool) -> str:
     return out
 
 
-def _shared_inputs(nodes: list) -> dict[str, str]:
+def _shared_inputs(nodes: list[onnx.NodeProto]) -> dict[str, str]:
     """seqlens_k, total_sequence_length (int32) and the additive padding bias [B, 1, S, T], from the mask."""
     p = "/model/attn_mask"
     mask_shape = p + "/shape"
