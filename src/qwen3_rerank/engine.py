@@ -21,15 +21,28 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import ModelLoadError
 from .score_graph import OUTPUT as YES_NO_OUTPUT
 from .score_graph import SEQ_CLS_OUTPUT
 
+if TYPE_CHECKING:
+    from onnxruntime import NodeArg, OrtValue
+
+#: Token ids or an attention mask, ``[batch, seq]``; any integer dtype (cast to the graph's).
+IntArray: TypeAlias = "npt.NDArray[np.integer[Any]]"
+#: Logits as the graph returns them (float32 or float16).
+FloatArray: TypeAlias = "npt.NDArray[np.floating[Any]]"
+#: A KV-cache tensor fed to the graph: a numpy array, or an ``OrtValue`` already on the device
+#: (see :meth:`OnnxEngine.to_device`). onnxruntime ships no types, so ``OrtValue`` is ``Any`` to mypy.
+FeedValue: TypeAlias = "npt.NDArray[np.floating[Any]] | OrtValue"
+
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
-_ORT_TYPES = {
+_ORT_TYPES: dict[str, type[np.generic] | None] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
     "tensor(double)": np.float64,
@@ -46,11 +59,22 @@ class PastInput:
     name: str
     kv_heads: int
     head_dim: int
-    dtype: type
+    dtype: type[np.generic]
 
 
 def providers_for(device: str = "cpu", providers: Sequence[str] | None = None) -> list[str]:
-    """ONNX Runtime execution providers for a device name (``cpu``, ``cuda``, ``cuda:N``)."""
+    """ONNX Runtime execution providers for a device name (``cpu``, ``cuda``, ``cuda:N``).
+
+    Args:
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; ignored when ``providers`` is given.
+        providers: explicit provider names, checked against what this onnxruntime has.
+
+    Returns:
+        The provider names, most preferred first (CUDA falls back to CPU for unsupported nodes).
+
+    Raises:
+        ModelLoadError: a provider is not available, or the device name is unknown.
+    """
     import onnxruntime as ort
 
     available = ort.get_available_providers()
@@ -58,7 +82,8 @@ def providers_for(device: str = "cpu", providers: Sequence[str] | None = None) -
         unknown = [p for p in providers if p not in available]
         if unknown:
             raise ModelLoadError(
-                f"execution provider(s) {', '.join(unknown)} not available; this onnxruntime has: {', '.join(available)}"
+                f"execution provider(s) {', '.join(unknown)} not available; "
+                f"this onnxruntime has: {', '.join(available)}"
             )
         return list(providers)
     kind = device.split(":", 1)[0].lower()
@@ -76,13 +101,29 @@ def providers_for(device: str = "cpu", providers: Sequence[str] | None = None) -
 
 class OnnxEngine:
     """Runs a Qwen3 reranker ONNX graph (causal LM or one-label classifier) and returns
-    last-position logits or yes − no gaps."""
+    last-position logits or yes − no gaps.
+
+    Args:
+        path: the ``.onnx`` file.
+        config: the model's ``config.json``; used for KV-cache shapes and the architecture when
+            the graph leaves them open.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        providers: explicit ONNX Runtime execution providers (overrides ``device``).
+        threads: intra-op threads; ``None`` or 0: ONNX Runtime's default.
+        io_binding: bind inputs and outputs explicitly; default: on CUDA only.
+        session_options: ``SessionOptions`` attributes to override (``config_entries`` is a
+            mapping of session config entries), e.g. for measurements.
+
+    Raises:
+        ModelLoadError: the file cannot be loaded, or the graph's inputs are not those of a
+            Qwen3 causal LM (with or without a KV cache).
+    """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
-        config: dict | None = None,
+        config: Mapping[str, Any] | None = None,
         device: str = "cpu",
         providers: Sequence[str] | None = None,
         threads: int | None = None,
@@ -94,7 +135,7 @@ class OnnxEngine:
         self.path = Path(path)
         config = config or {}
         provider_names = providers_for(device, providers)
-        provider_list: list = list(provider_names)
+        provider_list: list[str | tuple[str, dict[str, int]]] = list(provider_names)
         self.device_type, self.device_id = "cpu", 0
         if provider_names[0] == "CUDAExecutionProvider":
             self.device_type = "cuda"
@@ -115,7 +156,8 @@ class OnnxEngine:
             if key == "graph_optimization_level" and isinstance(value, str):
                 options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, value)
             elif key == "config_entries":
-                for name, entry in dict(value).items():
+                # a mapping (or pairs) of entry names to values; dict() takes both as before
+                for name, entry in dict(cast("Mapping[str, object]", value)).items():
                     options.add_session_config_entry(name, str(entry))
             else:
                 setattr(options, key, value)
@@ -128,7 +170,7 @@ class OnnxEngine:
 
     # -- graph introspection -------------------------------------------------------------------
 
-    def _introspect(self, config: dict) -> None:
+    def _introspect(self, config: Mapping[str, Any]) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
         if "input_ids" not in inputs or "attention_mask" not in inputs:
             raise ModelLoadError(
@@ -140,7 +182,7 @@ class OnnxEngine:
         self.has_position_ids = "position_ids" in inputs
         self.position_dtype = self._np_type(inputs["position_ids"]) if self.has_position_ids else None
         self.past_inputs: list[PastInput] = []
-        unknown = []
+        unknown: list[str] = []
         for name, arg in inputs.items():
             if name in ("input_ids", "attention_mask", "position_ids"):
                 continue
@@ -185,7 +227,7 @@ class OnnxEngine:
         #: batch of one; such graphs say so in their score-graph record (see score_graph.py).
         self.max_batch_with_past: int | None = None
 
-    def _single_logit(self, score_output: str | None, config: dict) -> bool:
+    def _single_logit(self, score_output: str | None, config: Mapping[str, Any]) -> bool:
         """Whether the graph outputs one logit per row/position (the yes − no gap) instead of a
         vocabulary: its output's last dim says so, or, when the graph leaves it open,
         ``config.json``'s architecture."""
@@ -203,7 +245,7 @@ class OnnxEngine:
             )
         return last == 1
 
-    def _np_type(self, arg) -> type:
+    def _np_type(self, arg: NodeArg) -> type[np.generic]:
         np_type = _ORT_TYPES.get(arg.type)
         if np_type is None:
             raise ModelLoadError(f"{self.path.name}: input {arg.name} has unsupported type {arg.type}")
@@ -211,24 +253,34 @@ class OnnxEngine:
 
     @property
     def providers(self) -> list[str]:
-        return self.session.get_providers()
+        """The execution providers the session runs on, most preferred first."""
+        providers: list[str] = self.session.get_providers()
+        return providers
 
     # -- running ---------------------------------------------------------------------------------
 
     def feeds(
         self,
-        input_ids: np.ndarray,
-        attention_mask: np.ndarray,
-        past: dict[str, np.ndarray] | None = None,
-    ) -> dict[str, np.ndarray]:
+        input_ids: IntArray,
+        attention_mask: IntArray,
+        past: Mapping[str, FeedValue] | None = None,
+    ) -> dict[str, FeedValue]:
         """The graph's inputs for one batch.
 
         ``attention_mask`` covers the past and the new tokens, ``[batch, past + new]``. Without
         ``past`` the KV cache inputs get empty tensors of the declared dtype and shape.
         Positions count real tokens only, so padding (on either side) never shifts them.
+
+        Args:
+            input_ids: the new tokens, ``[batch, new]``.
+            attention_mask: 1 for real tokens and 0 for padding, ``[batch, past + new]``.
+            past: the KV cache per past input name (see :meth:`prefix_cache`), ``batch`` rows.
+
+        Returns:
+            Input name → value, in the dtypes the graph declares.
         """
         batch, new = input_ids.shape
-        feed = {
+        feed: dict[str, FeedValue] = {
             "input_ids": input_ids.astype(self.ids_dtype, copy=False),
             "attention_mask": attention_mask.astype(self.mask_dtype, copy=False),
         }
@@ -243,8 +295,20 @@ class OnnxEngine:
                 feed[spec.name] = np.zeros((batch, spec.kv_heads, 0, spec.head_dim), dtype=spec.dtype)
         return feed
 
-    def last_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Logits at the last position, ``[batch, vocab]``, as the graph computed them (full graph)."""
+    def last_logits(self, input_ids: IntArray, attention_mask: IntArray) -> FloatArray:
+        """Logits at the last position, ``[batch, vocab]``, as the graph computed them (full graph).
+
+        Args:
+            input_ids: left-padded token ids, ``[batch, seq]``.
+            attention_mask: 1 for real tokens and 0 for padding, ``[batch, seq]``.
+
+        Returns:
+            The logits output at the last column (a 2-D output is returned as it is).
+
+        Raises:
+            RuntimeError: the logits output is neither 2-D nor 3-D.
+        """
+        logits: FloatArray
         (logits,) = self.session.run([self.logits_name], self.feeds(input_ids, attention_mask))
         if logits.ndim == 3:  # [batch, seq or 1, vocab]
             return logits[:, -1, :]
@@ -254,18 +318,31 @@ class OnnxEngine:
 
     def gaps(
         self,
-        input_ids: np.ndarray,
-        attention_mask: np.ndarray,
+        input_ids: IntArray,
+        attention_mask: IntArray,
         yes_id: int,
         no_id: int,
-        past: dict[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
+        past: Mapping[str, FeedValue] | None = None,
+    ) -> npt.NDArray[np.float64]:
         """``[batch]`` float64 yes − no logit gaps at each row's last position.
 
         For a causal graph that is ``logit[yes] - logit[no]``; for a one-label sequence classifier
         its logit (``yes_id``/``no_id`` are then unused). With a full graph the batch must be
         left-padded (its last position is read); a score graph finds each row's last real token
         itself.
+
+        Args:
+            input_ids: token ids, ``[batch, new]``.
+            attention_mask: ``[batch, past + new]``.
+            yes_id: the token id of "yes".
+            no_id: the token id of "no".
+            past: a KV-cache prefix per past input (score graphs only), ``batch`` rows.
+
+        Returns:
+            The gaps, float64.
+
+        Raises:
+            ValueError: ``past`` is given for a full (non-score) graph.
         """
         if not self.is_score_graph:
             if past is not None:
@@ -279,7 +356,8 @@ class OnnxEngine:
         pair = pair.astype(np.float64)
         return pair[:, 0] - pair[:, 1]
 
-    def _run_score_graph(self, feed: dict) -> np.ndarray:
+    def _run_score_graph(self, feed: Mapping[str, FeedValue]) -> FloatArray:
+        out: FloatArray
         if not self.io_binding:
             (out,) = self.session.run([self.logits_name], feed)
             return out
@@ -291,29 +369,47 @@ class OnnxEngine:
                 binding.bind_ortvalue_input(name, value)
         binding.bind_output(self.logits_name, "cpu")
         self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+        out = binding.copy_outputs_to_cpu()[0]
+        return out
 
-    def to_device(self, array: np.ndarray):
-        """``array`` where the session computes (an OrtValue with IO binding, else unchanged)."""
+    def to_device(self, array: npt.NDArray[np.floating[Any]]) -> FeedValue:
+        """``array`` where the session computes (an OrtValue with IO binding, else unchanged).
+
+        Args:
+            array: a KV-cache tensor.
+
+        Returns:
+            An ``OrtValue`` on the session's device when IO binding is on, else ``array`` itself.
+        """
         if not self.io_binding:
             return array
         import onnxruntime as ort
 
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device_type, self.device_id)
 
-    def prefix_cache(self, prefix_ids: Sequence[int]) -> dict[str, np.ndarray]:
-        """The KV cache of one token sequence, keyed by the past input it feeds (batch of 1)."""
+    def prefix_cache(self, prefix_ids: Sequence[int]) -> dict[str, npt.NDArray[np.floating[Any]]]:
+        """The KV cache of one token sequence, keyed by the past input it feeds (batch of 1).
+
+        Args:
+            prefix_ids: the prefix's token ids.
+
+        Returns:
+            Past input name → its ``present`` output, ``[1, kv_heads, len(prefix_ids), head_dim]``.
+
+        Raises:
+            ValueError: the graph does not return its KV cache.
+        """
         if not self.supports_prefix_cache:
             raise ValueError(f"{self.path.name} does not return its KV cache")
         ids = np.asarray([prefix_ids], dtype=np.int64)
         mask = np.ones_like(ids)
         names = list(self.present_for_past.values())
-        values = self.session.run(names, self.feeds(ids, mask))
-        by_present = dict(zip(names, values))
+        values: list[npt.NDArray[np.floating[Any]]] = self.session.run(names, self.feeds(ids, mask))
+        by_present = dict(zip(names, values, strict=True))
         return {past: by_present[present] for past, present in self.present_for_past.items()}
 
 
-def _dim(shape: list, axis: int, fallback: int | None) -> int | None:
+def _dim(shape: Sequence[int | str | None], axis: int, fallback: int | None) -> int | None:
     value = shape[axis] if len(shape) > axis else None
     return value if isinstance(value, int) and value > 0 else fallback
 
@@ -321,7 +417,12 @@ def _dim(shape: list, axis: int, fallback: int | None) -> int | None:
 def _explain_session_error(path: Path, exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     lowered = text.lower()
-    if "protobuf parsing failed" in lowered or "invalid_protobuf" in lowered or "load model" in lowered and "failed" in lowered:
+    if (
+        "protobuf parsing failed" in lowered
+        or "invalid_protobuf" in lowered
+        or "load model" in lowered
+        and "failed" in lowered
+    ):
         return f"cannot load {path}: the file is corrupt or truncated ({text})"
     if any(k in lowered for k in ("external data", "external initializer", "onnx_data", "data file")):
         return f"cannot load {path}: its external weight file is missing or truncated ({text})"

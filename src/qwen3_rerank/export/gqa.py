@@ -26,6 +26,7 @@ import re
 from collections import defaultdict
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -64,7 +65,8 @@ class _Graph:
         node = self.producer.get(name)
         if node is None or node.op_type != op_type:
             raise FusionError(
-                f"attention pattern not found: {name} comes from {node.op_type if node else 'an input'}, expected {op_type}"
+                f"attention pattern not found: {name} comes from {node.op_type if node else 'an input'}, "
+                f"expected {op_type}"
             )
         return node
 
@@ -87,7 +89,21 @@ def _perm(node: onnx.NodeProto) -> list[int]:
 
 
 def fuse_group_query_attention(model: onnx.ModelProto, *, num_heads: int, kv_num_heads: int) -> int:
-    """Rewrite ``model`` in place; returns the number of attention blocks fused (one per layer)."""
+    """Rewrite ``model`` in place; returns the number of attention blocks fused (one per layer).
+
+    Args:
+        model: an exported Qwen3 graph with a KV cache (``present.N.key/value`` outputs) and an
+            ``attention_mask`` input; changed in place.
+        num_heads: query heads per layer.
+        kv_num_heads: key/value heads per layer.
+
+    Returns:
+        How many attention blocks were replaced by ``GroupQueryAttention`` nodes.
+
+    Raises:
+        FusionError: the graph lacks the KV-cache outputs or the mask input, or a layer does not
+            have the attention pattern this pass knows.
+    """
     graph = model.graph
     g = _Graph(graph)
     outputs = {o.name for o in graph.output}
@@ -150,8 +166,19 @@ def fuse_group_query_attention(model: onnx.ModelProto, *, num_heads: int, kv_num
         new_nodes.append(
             helper.make_node(
                 "GroupQueryAttention",
-                [q_bsd, k_bsd, v_bsd, past_key, past_value, shared["seqlens_k"], shared["total_len"], "", "", "",
-                 shared["bias"]],
+                [
+                    q_bsd,
+                    k_bsd,
+                    v_bsd,
+                    past_key,
+                    past_value,
+                    shared["seqlens_k"],
+                    shared["total_len"],
+                    "",
+                    "",
+                    "",
+                    shared["bias"],
+                ],
                 [gqa_out, key_name, value_name],
                 name=p,
                 domain="com.microsoft",
@@ -191,12 +218,12 @@ def _repeat_kv(g: _Graph, name: str, layer: int) -> onnx.NodeProto:
     return g.only_consumer(expand.output[0], "Reshape")
 
 
-def _const(nodes: list, name: str, value: np.ndarray) -> str:
+def _const(nodes: list[onnx.NodeProto], name: str, value: npt.NDArray[np.generic]) -> str:
     nodes.append(helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(value, name)))
     return name
 
 
-def _to_bsd(nodes: list, name: str, prefix: str, *, from_bhsd: bool) -> str:
+def _to_bsd(nodes: list[onnx.NodeProto], name: str, prefix: str, *, from_bhsd: bool) -> str:
     """[B, H, S, Dh] (or [B, S, H, Dh]) to [B, S, H*Dh]."""
     src = name
     if from_bhsd:
@@ -208,7 +235,7 @@ def _to_bsd(nodes: list, name: str, prefix: str, *, from_bhsd: bool) -> str:
     return out
 
 
-def _shared_inputs(nodes: list) -> dict[str, str]:
+def _shared_inputs(nodes: list[onnx.NodeProto]) -> dict[str, str]:
     """seqlens_k, total_sequence_length (int32) and the additive padding bias [B, 1, S, T], from the mask."""
     p = "/model/attn_mask"
     mask_shape = p + "/shape"
@@ -216,11 +243,27 @@ def _shared_inputs(nodes: list) -> dict[str, str]:
     ids_shape = p + "/ids_shape"
     nodes.append(helper.make_node("Shape", ["input_ids"], [ids_shape], name=ids_shape))
     batch = p + "/batch"
-    nodes.append(helper.make_node("Slice", [mask_shape, _const(nodes, p + "/c0", np.array([0], np.int64)),
-                                           _const(nodes, p + "/c1", np.array([1], np.int64))], [batch], name=batch))
+    nodes.append(
+        helper.make_node(
+            "Slice",
+            [
+                mask_shape,
+                _const(nodes, p + "/c0", np.array([0], np.int64)),
+                _const(nodes, p + "/c1", np.array([1], np.int64)),
+            ],
+            [batch],
+            name=batch,
+        )
+    )
     total_1d = p + "/total_1d"
-    nodes.append(helper.make_node("Slice", [mask_shape, p + "/c1", _const(nodes, p + "/c2", np.array([2], np.int64))],
-                                  [total_1d], name=total_1d))
+    nodes.append(
+        helper.make_node(
+            "Slice",
+            [mask_shape, p + "/c1", _const(nodes, p + "/c2", np.array([2], np.int64))],
+            [total_1d],
+            name=total_1d,
+        )
+    )
     seq_1d = p + "/seq_1d"
     nodes.append(helper.make_node("Slice", [ids_shape, p + "/c1", p + "/c2"], [seq_1d], name=seq_1d))
     total_i32_1d = p + "/total_i32_1d"
@@ -228,21 +271,39 @@ def _shared_inputs(nodes: list) -> dict[str, str]:
     total_len = p + "/total_sequence_length"
     nodes.append(helper.make_node("Squeeze", [total_i32_1d, p + "/c0"], [total_len], name=total_len))
     last = p + "/last_index"
-    nodes.append(helper.make_node("Sub", [total_i32_1d, _const(nodes, p + "/one_i32", np.array([1], np.int32))],
-                                  [last], name=last))
+    nodes.append(
+        helper.make_node(
+            "Sub", [total_i32_1d, _const(nodes, p + "/one_i32", np.array([1], np.int32))], [last], name=last
+        )
+    )
     seqlens_k = p + "/seqlens_k"
     nodes.append(helper.make_node("Expand", [last, batch], [seqlens_k], name=seqlens_k))
     # bias[b, 0, s, t] = 0 where attention_mask[b, t] is 1, MASK_VALUE where it is 0
     is_pad = p + "/is_pad"
-    nodes.append(helper.make_node("Equal", ["attention_mask", _const(nodes, p + "/zero_mask", np.array(0, np.int64))],
-                                  [is_pad], name=is_pad))
+    nodes.append(
+        helper.make_node(
+            "Equal", ["attention_mask", _const(nodes, p + "/zero_mask", np.array(0, np.int64))], [is_pad], name=is_pad
+        )
+    )
     bias_2d = p + "/bias_2d"
-    nodes.append(helper.make_node("Where", [is_pad, _const(nodes, p + "/neg", np.array(MASK_VALUE, np.float32)),
-                                            _const(nodes, p + "/zero_f", np.array(0.0, np.float32))],
-                                  [bias_2d], name=bias_2d))
+    nodes.append(
+        helper.make_node(
+            "Where",
+            [
+                is_pad,
+                _const(nodes, p + "/neg", np.array(MASK_VALUE, np.float32)),
+                _const(nodes, p + "/zero_f", np.array(0.0, np.float32)),
+            ],
+            [bias_2d],
+            name=bias_2d,
+        )
+    )
     bias_4d = p + "/bias_b11t"
-    nodes.append(helper.make_node("Unsqueeze", [bias_2d, _const(nodes, p + "/axes12", np.array([1, 2], np.int64))],
-                                  [bias_4d], name=bias_4d))
+    nodes.append(
+        helper.make_node(
+            "Unsqueeze", [bias_2d, _const(nodes, p + "/axes12", np.array([1, 2], np.int64))], [bias_4d], name=bias_4d
+        )
+    )
     target = p + "/bias_shape"
     nodes.append(helper.make_node("Concat", [batch, p + "/c1", seq_1d, total_1d], [target], name=target, axis=0))
     bias = p + "/attention_bias"

@@ -33,9 +33,15 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import onnx
 
 from ..files import DTYPE_FILES
 from .source import ExportError, is_seq_cls, resolve_source
@@ -60,10 +66,19 @@ FP16_MAX = 1.0e4  # constants are clipped to this in fp16, so masks stay finite 
 
 @dataclass
 class ExportResult:
+    """What :func:`export_checkpoint` wrote.
+
+    Args:
+        out: the output folder.
+        files: relative path → size in bytes of every file in ``out``.
+        seconds: step → seconds it took.
+        report: the verification report (see :func:`.verify.verify_model`), when verified.
+    """
+
     out: Path
     files: dict[str, int] = field(default_factory=dict)  # relative path -> bytes
     seconds: dict[str, float] = field(default_factory=dict)  # step -> seconds
-    report: dict | None = None
+    report: dict[str, Any] | None = None  # JSON object of mixed value types
 
 
 Log = Callable[[str], None]
@@ -76,8 +91,19 @@ def _quiet(_: str) -> None:
 # -- checks -----------------------------------------------------------------------------------------
 
 
-def check_checkpoint(folder: Path) -> dict:
-    """The checkpoint's config, after checking it is a Qwen3 causal LM with weights and a tokenizer."""
+def check_checkpoint(folder: Path) -> dict[str, Any]:
+    """The checkpoint's config, after checking it is a Qwen3 causal LM with weights and a tokenizer.
+
+    Args:
+        folder: the checkpoint folder.
+
+    Returns:
+        ``config.json``, parsed.
+
+    Raises:
+        ExportError: no readable ``config.json`` (or not a JSON object), an unsupported
+            architecture or label count, no weights, or no ``tokenizer.json``.
+    """
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ExportError(f"{folder} is not a Hugging Face checkpoint: no config.json")
@@ -85,6 +111,8 @@ def check_checkpoint(folder: Path) -> dict:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ExportError(f"cannot read {config_path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ExportError(f"cannot read {config_path}: it is not a JSON object")
     architectures = config.get("architectures") or []
     if config.get("model_type") != "qwen3" or not any(a in SUPPORTED_ARCHITECTURES for a in architectures):
         raise ExportError(
@@ -108,14 +136,31 @@ def check_checkpoint(folder: Path) -> dict:
     return config
 
 
-def num_labels(config: dict) -> int:
-    """Labels of a classification config, as ``transformers`` counts them (default 2)."""
+def num_labels(config: Mapping[str, Any]) -> int:
+    """Labels of a classification config, as ``transformers`` counts them (default 2).
+
+    Args:
+        config: a parsed ``config.json``.
+
+    Returns:
+        ``len(id2label)`` when it is a mapping, else ``num_labels``, else 2.
+    """
     if isinstance(config.get("id2label"), dict):
         return len(config["id2label"])
     return int(config.get("num_labels", 2))
 
 
 def check_output(out: Path, *, force: bool) -> None:
+    """Checks that ``out`` can be written: a missing or empty folder (any folder with ``force``).
+
+    Args:
+        out: the output folder.
+        force: allow a non-empty folder (it is replaced once the export succeeds).
+
+    Raises:
+        ExportError: ``out`` is a file, is not empty without ``force``, or its parent is missing
+            or not writable.
+    """
     if out.exists() and not out.is_dir():
         raise ExportError(f"output path exists and is not a folder: {out}")
     if out.is_dir() and any(out.iterdir()) and not force:
@@ -128,13 +173,26 @@ def check_output(out: Path, *, force: bool) -> None:
 
 
 def parse_dtypes(dtypes: str | Sequence[str] | None) -> list[str]:
+    """The export dtypes asked for, in ``EXPORT_DTYPES`` order.
+
+    Args:
+        dtypes: a comma-separated string, a sequence of names, or None for all.
+
+    Returns:
+        The known dtype names, each once.
+
+    Raises:
+        ExportError: an unknown name, or none at all.
+    """
     if dtypes is None:
         return list(EXPORT_DTYPES)
     if isinstance(dtypes, str):
         dtypes = [d.strip() for d in dtypes.split(",") if d.strip()]
     unknown = [d for d in dtypes if d not in EXPORT_DTYPES]
     if unknown or not dtypes:
-        raise ExportError(f"unknown export dtype(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(EXPORT_DTYPES)}")
+        raise ExportError(
+            f"unknown export dtype(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(EXPORT_DTYPES)}"
+        )
     return [d for d in EXPORT_DTYPES if d in dtypes]
 
 
@@ -155,6 +213,21 @@ def export_checkpoint(
 
     Raises :class:`ExportError` for bad input, a failed write (disk full, permissions) or an fp32
     variant that does not match the checkpoint; ``out`` is then left as it was.
+
+    Args:
+        source: a checkpoint folder or Hub id.
+        out: the output folder.
+        dtypes: the variants to write (see :func:`parse_dtypes`); default all.
+        force: replace a non-empty ``out``.
+        verify: check the variants against the PyTorch checkpoint before moving them into place.
+        revision: the Hub revision of ``source``.
+        log: called with one line per step.
+
+    Returns:
+        The files written, the seconds per step and the verification report.
+
+    Raises:
+        ExportError: see above.
     """
     wanted = parse_dtypes(dtypes)
     out = Path(os.path.expanduser(str(out))).absolute()
@@ -174,7 +247,11 @@ def export_checkpoint(
             started = time.perf_counter()
             log("verifying against the PyTorch checkpoint")
             report = verify_model(
-                work, reference=checkpoint, report_path=work / REPORT_NAME, source=_source_label(source), model_label=str(out)
+                work,
+                reference=checkpoint,
+                report_path=work / REPORT_NAME,
+                source=_source_label(source),
+                model_label=str(out),
             )
             result.seconds["verify"] = time.perf_counter() - started
             result.report = report
@@ -196,13 +273,11 @@ def export_checkpoint(
         if "No space left on device" in str(exc):  # some writers wrap ENOSPC in their own error
             raise ExportError(f"disk full while writing the export next to {out}; nothing was written") from None
         raise
-    result.files = {
-        str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()
-    }
+    result.files = {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
     return result
 
 
-def _source_label(source) -> str:
+def _source_label(source: str | os.PathLike[str]) -> str:
     """A local folder as an absolute path (so ``verify`` finds it later), a Hub id as it is."""
     path = Path(os.path.expanduser(str(source)))
     return str(path.resolve()) if path.exists() else str(source)
@@ -218,13 +293,16 @@ def _move_into_place(work: Path, out: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def _timed(result: ExportResult, step: str, log: Log):
-    class _Timer:
-        def __enter__(self):
+def _timed(result: ExportResult, step: str, log: Log) -> AbstractContextManager[None]:
+    class _Timer(AbstractContextManager[None]):
+        def __enter__(self) -> None:
             log(f"{step} ...")
             self.start = time.perf_counter()
 
-        def __exit__(self, *exc):
+        def __exit__(
+            self,
+            *exc: type[BaseException] | BaseException | TracebackType | None,
+        ) -> Literal[False]:  # never swallows an exception
             result.seconds[step] = time.perf_counter() - self.start
             if exc[0] is None:
                 log(f"{step}: {result.seconds[step]:.1f} s")
@@ -233,7 +311,9 @@ def _timed(result: ExportResult, step: str, log: Log):
     return _Timer()
 
 
-def _export_into(checkpoint: Path, config: dict, work: Path, wanted: list[str], result: ExportResult, log: Log) -> None:
+def _export_into(
+    checkpoint: Path, config: Mapping[str, Any], work: Path, wanted: list[str], result: ExportResult, log: Log
+) -> None:
     import onnx
 
     for name in COPIED_FILES:
@@ -295,7 +375,9 @@ def _export_into(checkpoint: Path, config: dict, work: Path, wanted: list[str], 
                 _save(fused, fused_path, external=True)
                 del fused
                 gc.collect()
-            keep_float = _score_head_nodes(onnx.load(str(fused_path), load_external_data=False)) if is_seq_cls(config) else []
+            keep_float = (
+                _score_head_nodes(onnx.load(str(fused_path), load_external_data=False)) if is_seq_cls(config) else []
+            )
             if "q8" in wanted:
                 with _timed(result, "quantize q8 (quantize_dynamic)", log):
                     _quantize_q8(fused_path, onnx_dir / DTYPE_FILES["q8"], scratch, exclude=keep_float)
@@ -320,7 +402,7 @@ def _export_fp32(checkpoint: Path, path: Path) -> None:
         gc.collect()
 
 
-def _save(model, path: Path, *, external: bool | None = None) -> None:
+def _save(model: onnx.ModelProto, path: Path, *, external: bool | None = None) -> None:
     """Save, with the weights in ``<name>_data`` when the model is past protobuf's limit."""
     import onnx
 
@@ -329,19 +411,25 @@ def _save(model, path: Path, *, external: bool | None = None) -> None:
     data = path.with_name(path.name + "_data")
     data.unlink(missing_ok=True)
     if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data.name, size_threshold=1024)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(model, str(path))
 
 
-def _weights_bytes(model) -> int:
+def _weights_bytes(model: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) for t in model.graph.initializer) + sum(
         len(a.t.raw_data) for n in model.graph.node for a in n.attribute if a.type == a.TENSOR
     )
 
 
-def _fold_weight_transposes(model) -> None:
+def _fold_weight_transposes(model: onnx.ModelProto) -> None:
     """``Transpose(W)`` of an initializer (the tied lm_head) becomes a transposed initializer.
 
     Quantizers only quantize MatMuls whose weight is an initializer. An untied lm_head (and a
@@ -364,7 +452,7 @@ def _fold_weight_transposes(model) -> None:
     model.graph.node.extend(keep)
 
 
-def _rope_nodes(model) -> list[str]:
+def _rope_nodes(model: onnx.ModelProto) -> list[str]:
     """Nodes from ``position_ids`` to the rotary ``Cos``/``Sin``: kept in fp32 (positions > 2048 are not
     exact in fp16)."""
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -382,7 +470,7 @@ def _rope_nodes(model) -> list[str]:
     return sorted(names)
 
 
-def _score_head_nodes(model) -> list[str]:
+def _score_head_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the MatMul/Gemm nodes that make ``logits`` (a sequence classifier's score head)."""
     names = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and "logits" in n.output]
     if len(names) != 1 or not names[0]:

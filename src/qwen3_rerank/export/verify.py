@@ -20,13 +20,18 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import RerankError
 from ..files import available_dtypes
 
 FP32_TOLERANCE = 1e-4
+
+#: The verification report, a JSON object (values of mixed types: numbers, strings, flags, nested objects).
+Report: TypeAlias = "dict[str, Any]"
 
 PROBES: list[tuple[str, list[str]]] = [
     (
@@ -86,7 +91,7 @@ class VerifyError(RerankError):
 
 
 def _spearman(a: list[float], b: list[float]) -> float:
-    def ranks(values):
+    def ranks(values: list[float]) -> npt.NDArray[np.float64]:
         order = sorted(range(len(values)), key=lambda i: values[i])
         out = [0.0] * len(values)
         i = 0
@@ -106,7 +111,20 @@ def _spearman(a: list[float], b: list[float]) -> float:
 
 
 def reference_token_ids(reference: Path, contents: list[str], max_length: int) -> list[list[int]]:
-    """Prompt ids of ``contents`` as the reference recipe builds them with ``transformers``."""
+    """Prompt ids of ``contents`` as the reference recipe builds them with ``transformers``.
+
+    Args:
+        reference: the checkpoint folder (its own tokenizer is used).
+        contents: formatted (query, document) contents, see :func:`qwen3_rerank.prompt.format_content`.
+        max_length: the whole prompt's token budget; the content is truncated to what the prefix
+            and suffix leave.
+
+    Returns:
+        prefix + content + suffix token ids per content.
+
+    Raises:
+        VerifyError: the reference tokenizer cannot be loaded.
+    """
     from transformers import AutoTokenizer
 
     from ..prompt import PREFIX, SUFFIX
@@ -145,6 +163,18 @@ def reference_gaps(reference: Path, sequences: list[list[int]], yes_id: int, no_
     A causal checkpoint gives ``logit[yes] - logit[no]`` at the last position; a one-label
     ``Qwen3ForSequenceClassification`` gives its own pooled logit (transformers pools it at the
     last real token), which is that gap by construction of the conversion.
+
+    Args:
+        reference: the checkpoint folder.
+        sequences: token ids, one prompt each.
+        yes_id: the token id of "yes" (causal checkpoints).
+        no_id: the token id of "no" (causal checkpoints).
+
+    Returns:
+        One gap per sequence.
+
+    Raises:
+        VerifyError: the checkpoint cannot be loaded.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -156,7 +186,7 @@ def reference_gaps(reference: Path, sequences: list[list[int]], yes_id: int, no_
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise VerifyError(f"cannot load the reference checkpoint {reference}: {first}") from None
-    gaps = []
+    gaps: list[float] = []
     with torch.no_grad():
         for ids in sequences:
             logits = model(input_ids=torch.tensor([ids])).logits
@@ -178,11 +208,28 @@ def verify_model(
     source: str | None = None,
     threads: int | None = None,
     model_label: str | None = None,
-) -> dict:
+) -> Report:
     """Check every ONNX variant in ``model_dir`` against the checkpoint ``reference``.
 
     Writes the report as JSON to ``report_path`` (default ``model_dir/export_report.json``) and
     returns it; ``report["ok"]`` is false when fp32 is off or any score is not finite.
+
+    Args:
+        model_dir: the exported model folder.
+        reference: the checkpoint folder or Hub id; default: the ``source`` recorded in the
+            folder's ``export_report.json``.
+        dtypes: the variants to check; default: every one present.
+        report_path: where to write the report.
+        source: the ``source`` to record in the report (default: ``reference``).
+        threads: ONNX Runtime threads.
+        model_label: the ``model`` to record (default: ``model_dir``'s absolute path).
+
+    Returns:
+        The report.
+
+    Raises:
+        VerifyError: the folder or a requested variant is missing, there is no reference, the
+            reference cannot be loaded, or the report cannot be written.
     """
     from ..prompt import format_content
     from ..reranker import Reranker
@@ -203,17 +250,20 @@ def verify_model(
     missing = [d for d in dtypes if d not in present]
     if missing or not dtypes:
         raise VerifyError(
-            f"{model_dir} has no {', '.join(missing) or 'ONNX'} variant to verify (it has: {', '.join(present) or 'none'})"
+            f"{model_dir} has no {', '.join(missing) or 'ONNX'} variant to verify "
+            f"(it has: {', '.join(present) or 'none'})"
         )
 
-    variants: dict[str, dict] = {}
-    sequences = yes_id = no_id = None
+    variants: dict[str, dict[str, object]] = {}
+    sequences: list[list[int]] | None = None
+    yes_id = no_id = 0  # set with sequences, from the first variant's tokenizer
     contents: list[str] = []
     max_length = 0
     onnx_gaps: dict[str, list[float]] = {}
     for dtype in dtypes:
-        reranker = Reranker.from_pretrained(model_dir, dtype=dtype, threads=threads, batch_size=64,
-                                            max_batch_tokens=1 << 16)
+        reranker = Reranker.from_pretrained(
+            model_dir, dtype=dtype, threads=threads, batch_size=64, max_batch_tokens=1 << 16
+        )
         if sequences is None:
             tok = reranker.tokenizer
             contents = [format_content(q, d) for q, docs in PROBES for d in docs]
@@ -223,30 +273,37 @@ def verify_model(
         # every probe in one left-padded batch: the heaviest padding the probe set can give
         onnx_gaps[dtype] = reranker.score_pairs([(q, d) for q, docs in PROBES for d in docs], raw=True)
         del reranker
+    assert sequences is not None  # dtypes is not empty (checked above), so the loop set it
     ref_sequences = reference_token_ids(reference_path, contents, max_length)
     ref = reference_gaps(reference_path, ref_sequences, yes_id, no_id)
     reference_class = (
-        "Qwen3ForSequenceClassification (pooled logit)" if _reference_kind(reference_path) == "seq_cls" else "causal LM (yes − no)"
+        "Qwen3ForSequenceClassification (pooled logit)"
+        if _reference_kind(reference_path) == "seq_cls"
+        else "causal LM (yes − no)"
     )
 
     ok = True
-    problems = []
-    ids_match = [list(a) == list(b) for a, b in zip(sequences, ref_sequences)]
+    problems: list[str] = []
+    ids_match = [list(a) == list(b) for a, b in zip(sequences, ref_sequences, strict=True)]
     if not all(ids_match):
         ok = False
-        problems.append(f"token ids differ from the reference recipe's for {ids_match.count(False)} of {len(ids_match)} probes")
+        problems.append(
+            f"token ids differ from the reference recipe's for {ids_match.count(False)} of {len(ids_match)} probes"
+        )
     for dtype in dtypes:
         gaps = onnx_gaps[dtype]
         finite = all(math.isfinite(g) for g in gaps)
-        diffs = [abs(a - b) for a, b in zip(gaps, ref)] if finite else [math.inf]
-        entry = {
+        diffs = [abs(a - b) for a, b in zip(gaps, ref, strict=True)] if finite else [math.inf]
+        max_diff = max(diffs)
+        entry: dict[str, object] = {
             "file": f"onnx/{_file(dtype)}",
-            "max_abs_gap_diff": max(diffs),
+            "max_abs_gap_diff": max_diff,
             "mean_abs_gap_diff": sum(diffs) / len(diffs),
             "all_finite": finite,
         }
         if dtype != "fp32":
-            spearman, top1 = [], []
+            spearman: list[float] = []
+            top1: list[bool] = []
             start = 0
             for _, docs in PROBES:
                 a, b = gaps[start : start + len(docs)], ref[start : start + len(docs)]
@@ -258,16 +315,17 @@ def verify_model(
             entry["top1_agreement"] = sum(top1) / len(top1)
         else:
             entry["tolerance"] = FP32_TOLERANCE
-            entry["within_tolerance"] = finite and entry["max_abs_gap_diff"] <= FP32_TOLERANCE
-            if not entry["within_tolerance"]:
+            within = finite and max_diff <= FP32_TOLERANCE
+            entry["within_tolerance"] = within
+            if not within:
                 ok = False
-                problems.append(f"fp32 max |Δgap| {entry['max_abs_gap_diff']:.3g} > {FP32_TOLERANCE:g}")
+                problems.append(f"fp32 max |Δgap| {max_diff:.3g} > {FP32_TOLERANCE:g}")
         if not finite:
             ok = False
             problems.append(f"{dtype} gives non-finite scores")
         variants[dtype] = entry
 
-    report = {
+    report: Report = {
         "model": model_label or str(model_dir.resolve()),
         "source": source if source is not None else str(reference),
         "reference": f"PyTorch (transformers) {reference_class} fp32, the recipe's own token ids, one pair at a time, "
@@ -295,6 +353,7 @@ def _file(dtype: str) -> str:
 
 def _recorded_source(report_path: Path) -> str | None:
     try:
-        return json.loads(report_path.read_text(encoding="utf-8")).get("source")
+        source = json.loads(report_path.read_text(encoding="utf-8")).get("source")
     except (OSError, ValueError, AttributeError):
         return None
+    return source if isinstance(source, str) else None  # a non-string "source" is no checkpoint

@@ -26,6 +26,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
+
+if TYPE_CHECKING:
+    import httpx
 
 _WORDS = (
     "cat dog food water river mountain city house car road tree garden music book paper science history "
@@ -33,11 +37,31 @@ _WORDS = (
     "result method system power light sound color ocean forest weather season travel train plane ship"
 ).split()
 
+#: A JSON object of this report (values of mixed types: numbers, strings, nested objects, None).
+JSONObject: TypeAlias = "dict[str, Any]"
 
-def workload(requests: int, docs_per_request: int, doc_words: int, seed: int = 0) -> list[dict]:
-    """The same synthetic (query, documents) requests for a given seed, every time."""
+
+class RerankBody(TypedDict):
+    """One ``/v2/rerank`` request body."""
+
+    query: str
+    documents: list[str]
+
+
+def workload(requests: int, docs_per_request: int, doc_words: int, seed: int = 0) -> list[RerankBody]:
+    """The same synthetic (query, documents) requests for a given seed, every time.
+
+    Args:
+        requests: how many request bodies.
+        docs_per_request: documents in each.
+        doc_words: words in each document (the query has 6).
+        seed: the random seed; the same seed gives the same bodies.
+
+    Returns:
+        The request bodies.
+    """
     rng = random.Random(seed)
-    out = []
+    out: list[RerankBody] = []
     for _ in range(requests):
         query = " ".join(rng.choices(_WORDS, k=6))
         docs = [" ".join(rng.choices(_WORDS, k=doc_words)) for _ in range(docs_per_request)]
@@ -53,7 +77,7 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[k]
 
 
-async def _level(url: str, bodies: list[dict], concurrency: int, time_limit: float) -> dict:
+async def _level(url: str, bodies: list[RerankBody], concurrency: int, time_limit: float) -> JSONObject:
     import httpx
 
     latencies: list[float] = []
@@ -62,7 +86,7 @@ async def _level(url: str, bodies: list[dict], concurrency: int, time_limit: flo
     next_index = 0
     deadline = time.perf_counter() + time_limit
 
-    async def worker(client):
+    async def worker(client: httpx.AsyncClient) -> None:
         nonlocal next_index, docs_done
         while next_index < len(bodies) and time.perf_counter() < deadline:
             body = bodies[next_index]
@@ -85,6 +109,8 @@ async def _level(url: str, bodies: list[dict], concurrency: int, time_limit: flo
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - started
     ok = statuses.get("200", 0)
+    p50 = _percentile(latencies, 50)
+    p99 = _percentile(latencies, 99)
     return {
         "concurrency": concurrency,
         "requests_sent": sum(statuses.values()),
@@ -94,8 +120,8 @@ async def _level(url: str, bodies: list[dict], concurrency: int, time_limit: flo
         "wall_s": round(wall, 3),
         "requests_per_s": round(ok / wall, 3) if wall else None,
         "docs_per_s": round(docs_done / wall, 3) if wall else None,
-        "latency_p50_ms": round(1000 * _percentile(latencies, 50), 1) if latencies else None,
-        "latency_p99_ms": round(1000 * _percentile(latencies, 99), 1) if latencies else None,
+        "latency_p50_ms": round(1000 * p50, 1) if p50 is not None else None,  # None exactly when no latencies
+        "latency_p99_ms": round(1000 * p99, 1) if p99 is not None else None,
         "latency_mean_ms": round(1000 * statistics.fmean(latencies), 1) if latencies else None,
     }
 
@@ -103,20 +129,55 @@ async def _level(url: str, bodies: list[dict], concurrency: int, time_limit: flo
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def run_server_levels(args, bodies: list[dict]) -> tuple[list[dict], dict]:
+def run_server_levels(args: argparse.Namespace, bodies: list[RerankBody]) -> tuple[list[JSONObject], JSONObject]:
+    """Starts ``qwen3-rerank serve`` on a free loopback port and sends ``bodies`` at each concurrency.
+
+    Args:
+        args: the parsed command line (model, dtype, threads, batching settings, concurrency levels,
+            time limit).
+        bodies: the request bodies, sent in order at each level.
+
+    Returns:
+        One result per concurrency level, and the server's model-call and document counters.
+
+    Raises:
+        SystemExit: the server exits or is not ready within 300 s.
+    """
     import httpx
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     command = [
-        sys.executable, "-m", "qwen3_rerank", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--model", args.model, "--dtype", args.dtype, "--threads", str(args.threads),
-        "--max-batch-tokens", str(args.max_batch_tokens), "--max-batch-wait-ms", str(args.max_batch_wait_ms),
-        "--batch-size", str(args.batch_size), "--log-level", "warning",
-        "--max-queued-requests", "1024", "--request-timeout", str(max(60.0, args.time_limit * 2)),
+        sys.executable,
+        "-m",
+        "qwen3_rerank",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        args.model,
+        "--dtype",
+        args.dtype,
+        "--threads",
+        str(args.threads),
+        "--max-batch-tokens",
+        str(args.max_batch_tokens),
+        "--max-batch-wait-ms",
+        str(args.max_batch_wait_ms),
+        "--batch-size",
+        str(args.batch_size),
+        "--log-level",
+        "warning",
+        "--max-queued-requests",
+        "1024",
+        "--request-timeout",
+        str(max(60.0, args.time_limit * 2)),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("QWEN3_RERANK_")}
     log = tempfile.TemporaryFile()
@@ -135,7 +196,7 @@ def run_server_levels(args, bodies: list[dict]) -> tuple[list[dict], dict]:
             if time.monotonic() > deadline:
                 raise SystemExit("server not ready after 300 s")
             time.sleep(0.2)
-        levels = []
+        levels: list[JSONObject] = []
         for concurrency in args.concurrency:
             result = asyncio.run(_level(url, bodies, concurrency, args.time_limit))
             calls = _metric(url, "qwen3_rerank_model_calls_total")
@@ -166,12 +227,24 @@ def _metric(url: str, name: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def offline(args, bodies: list[dict]) -> dict:
-    """The library alone, in this process, on the same documents (called in a child process)."""
+def offline(args: argparse.Namespace, bodies: list[RerankBody]) -> JSONObject:
+    """The library alone, in this process, on the same documents (called in a child process).
+
+    Args:
+        args: the parsed command line (model, dtype, threads, batch settings).
+        bodies: the request bodies the server got.
+
+    Returns:
+        Seconds and documents per second for all requests scored together and for one
+        :meth:`Reranker.score` call per request, best of two rounds.
+    """
     from qwen3_rerank import Reranker
 
     reranker = Reranker.from_pretrained(
-        args.model, dtype=args.dtype, threads=args.threads, batch_size=args.batch_size,
+        args.model,
+        dtype=args.dtype,
+        threads=args.threads,
+        batch_size=args.batch_size,
         max_batch_tokens=args.max_batch_tokens,
     )
     reranker.score("warm-up query", ["warm-up document"])
@@ -197,6 +270,17 @@ def offline(args, bodies: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the load test and prints (and with ``--out`` writes) the JSON report.
+
+    Args:
+        argv: the command-line arguments; default ``sys.argv[1:]``.
+
+    Returns:
+        The exit status, 0.
+
+    Raises:
+        SystemExit: the server or the offline measurement failed.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--dtype", default="q8")
@@ -220,8 +304,16 @@ def main(argv: list[str] | None = None) -> int:
 
     levels, metrics = run_server_levels(args, bodies)
     child = subprocess.run(
-        [sys.executable, "-m", "qwen3_rerank.server.load", *(argv if argv is not None else sys.argv[1:]), "--offline-only"],
-        capture_output=True, text=True, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "qwen3_rerank.server.load",
+            *(argv if argv is not None else sys.argv[1:]),
+            "--offline-only",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     if child.returncode != 0:
         raise SystemExit(f"offline measurement failed:\n{child.stderr[-3000:]}")
@@ -234,10 +326,17 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "dtype": args.dtype,
         "threads": args.threads,
-        "workload": {"requests_per_level": args.requests, "docs_per_request": args.docs_per_request,
-                     "doc_words": args.doc_words, "time_limit_s": args.time_limit},
-        "server_settings": {"max_batch_tokens": args.max_batch_tokens, "max_batch_wait_ms": args.max_batch_wait_ms,
-                            "batch_size": args.batch_size},
+        "workload": {
+            "requests_per_level": args.requests,
+            "docs_per_request": args.docs_per_request,
+            "doc_words": args.doc_words,
+            "time_limit_s": args.time_limit,
+        },
+        "server_settings": {
+            "max_batch_tokens": args.max_batch_tokens,
+            "max_batch_wait_ms": args.max_batch_wait_ms,
+            "batch_size": args.batch_size,
+        },
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "server": levels,
         "server_metrics": metrics,

@@ -7,6 +7,7 @@ are named ``QWEN3_RERANK_<FLAG>`` (``--max-documents`` → ``QWEN3_RERANK_MAX_DO
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 ENV_PREFIX = "QWEN3_RERANK_"
@@ -14,7 +15,12 @@ ENV_PREFIX = "QWEN3_RERANK_"
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """What the HTTP layer and the batcher need to know (the model is loaded separately)."""
+    """What the HTTP layer and the batcher need to know (the model is loaded separately).
+
+    Raises:
+        ValueError: a count or size is below 1, ``request_timeout`` is not positive, or
+            ``max_batch_wait`` is negative.
+    """
 
     #: name the API reports as ``model`` (default: the model folder's name or the Hub id)
     model_name: str = "qwen3-reranker"
@@ -39,7 +45,13 @@ class ServerSettings:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
-        for name in ("max_documents", "max_body_bytes", "max_queued_requests", "max_tokens_per_doc", "max_batch_tokens"):
+        for name in (
+            "max_documents",
+            "max_body_bytes",
+            "max_queued_requests",
+            "max_tokens_per_doc",
+            "max_batch_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.request_timeout <= 0:
@@ -47,22 +59,41 @@ class ServerSettings:
         if self.max_batch_wait < 0:
             raise ValueError("max_batch_wait must not be negative")
 
-    def public(self) -> dict:
-        """The settings without secrets (for the start-up log line)."""
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "api_keys"}
+    def public(self) -> dict[str, object]:
+        """The settings without secrets (for the start-up log line).
+
+        Returns:
+            Field name → value, with ``api_keys`` replaced by how many there are.
+        """
+        data: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "api_keys"}
         data["api_keys"] = len(self.api_keys)
         return data
 
 
-def env(name: str, environ: dict | None = None) -> str | None:
-    """The value of ``QWEN3_RERANK_<NAME>``, or None when unset or empty."""
-    environ = os.environ if environ is None else environ
-    value = environ.get(ENV_PREFIX + name)
+def env(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The value of ``QWEN3_RERANK_<NAME>``, or None when unset or empty.
+
+    Args:
+        name: the variable's name without the prefix, e.g. ``MAX_DOCUMENTS``.
+        environ: the environment to read; default ``os.environ``.
+
+    Returns:
+        The value, or None when it is unset or empty.
+    """
+    source: Mapping[str, str] = os.environ if environ is None else environ
+    value = source.get(ENV_PREFIX + name)
     return value if value not in (None, "") else None
 
 
 def split_list(text: str | None) -> tuple[str, ...]:
-    """``a, b,c`` → ``("a", "b", "c")``; None or blank → ``()``."""
+    """``a, b,c`` → ``("a", "b", "c")``; None or blank → ``()``.
+
+    Args:
+        text: a comma-separated list, or None.
+
+    Returns:
+        The stripped, non-empty items.
+    """
     if not text:
         return ()
     return tuple(part.strip() for part in text.split(",") if part.strip())
