@@ -31,14 +31,18 @@ def main() -> None:
     documents = [("word " * args.words) + str(i) for i in range(4)]
     request = reranker.prepare("what is a word?", documents)
     reranker.score_requests([request])
-    print(json.dumps({
-        "dtype": args.dtype,
-        "graph": reranker.engine.path.name,
-        "prompt_tokens": max(len(s) for s in request.sequences),
-        "load_s": round(load_s, 2),
-        "rss_after_load_mb": round(after_load),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-    }))
+    print(
+        json.dumps(
+            {
+                "dtype": args.dtype,
+                "graph": reranker.engine.path.name,
+                "prompt_tokens": max(len(s) for s in request.sequences),
+                "load_s": round(load_s, 2),
+                "rss_after_load_mb": round(after_load),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -66,7 +66,9 @@ def main() -> None:
             rr.score(QUERY, DOCS, raw=True), [single.score(QUERY, [d], raw=True)[0] for d in DOCS]
         )
     nopast = Reranker.from_pretrained(nopast_dir, dtype="fp32")
-    report["graph without past_key_values"] = {"mixed batch": gap_delta(nopast.score(QUERY, DOCS, raw=True), official.gaps(QUERY, DOCS))}
+    report["graph without past_key_values"] = {
+        "mixed batch": gap_delta(nopast.score(QUERY, DOCS, raw=True), official.gaps(QUERY, DOCS))
+    }
     report["spread of the reference gaps (std)"] = float(np.std(official.gaps(QUERY, DOCS)))
     text = json.dumps(report, indent=1)
     print(text)

@@ -95,7 +95,9 @@ def export_run(tmp_path_factory, tiny_checkpoint):
     out = tmp_path_factory.mktemp("export") / "tiny-exported"
     proc = subprocess.run(
         [sys.executable, "-m", "qwen3_rerank", "export", str(tiny_checkpoint), "--out", str(out), "--quiet"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if proc.returncode != 0:
         raise AssertionError(f"export failed ({proc.returncode}): {proc.stderr[-3000:]}")

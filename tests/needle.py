@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+
 def pick_needle_id(tokenizer, with_needle: str, haystack: str) -> int:
     """A token of ``with_needle`` that never occurs in ``haystack`` (template, query, filler)."""
     busy = set(tokenizer.encode(haystack, add_special_tokens=False).ids)
@@ -40,8 +41,13 @@ def make_needle_checkpoint(out: Path, tokenizer_dir: Path, needle_id: int, yes_i
         inner = model.model
         inner.embed_tokens.weight[needle_id, 0] = 1.0
         layer = inner.layers[0]
-        for norm in (layer.input_layernorm, layer.post_attention_layernorm, layer.self_attn.q_norm,
-                     layer.self_attn.k_norm, inner.norm):
+        for norm in (
+            layer.input_layernorm,
+            layer.post_attention_layernorm,
+            layer.self_attn.q_norm,
+            layer.self_attn.k_norm,
+            inner.norm,
+        ):
             norm.weight.fill_(1.0)
         layer.self_attn.v_proj.weight[0, 0] = 1.0  # kv head 0, dim 0 <- hidden e0
         layer.self_attn.o_proj.weight[1, 0] = 1.0  # hidden e1 <- head 0, dim 0

@@ -23,9 +23,7 @@ REF_TASK = "Given a web search query, retrieve relevant passages that answer the
 def ref_format(instruction, query, doc):
     if instruction is None:
         instruction = REF_TASK
-    return "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}".format(
-        instruction=instruction, query=query, doc=doc
-    )
+    return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
 
 
 class OfficialRecipe:
@@ -53,7 +51,9 @@ class OfficialRecipe:
     def token_ids(self, query, docs, instruction=None):
         pairs = [ref_format(instruction, query, d) for d in docs]
         inputs = self.process_inputs(pairs)
-        return [row[mask.bool()].tolist() for row, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+        return [
+            row[mask.bool()].tolist() for row, mask in zip(inputs["input_ids"], inputs["attention_mask"], strict=True)
+        ]
 
     @torch.no_grad()
     def gaps(self, query, docs, instruction=None):

@@ -117,7 +117,7 @@ class FakeReranker:
         self, requests: Sequence[ScoringRequest], labels: list[str], should_stop: Callable[[], bool] | None
     ) -> None:
         """The step's sequences in batches of ``batch_size``, ``should_stop`` asked before each."""
-        owners = [label for label, r in zip(labels, requests) for _ in r.sequences]
+        owners = [label for label, r in zip(labels, requests, strict=True) for _ in r.sequences]
         assert self.batch_size is not None
         for start in range(0, len(owners), self.batch_size):
             if should_stop is not None and should_stop():

@@ -18,8 +18,8 @@ pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from qwen3_rerank.ray_batch import score_file  # noqa: E402
 from qwen3_rerank.errors import InputError  # noqa: E402
+from qwen3_rerank.ray_batch import score_file  # noqa: E402
 
 QUERIES = [
     "what is the capital of France",
@@ -44,17 +44,21 @@ N_ROWS = len(QUERIES) * len(DOCS)  # 40
 def pairs_table():
     rows = [(q, d) for q in QUERIES for d in DOCS]
     ids = [1000 + 7 * i for i in range(len(rows))]  # ids unlike row numbers
-    return pa.table({
-        "pair_id": ids,
-        "query": [q for q, _ in rows],
-        "document": [d for _, d in rows],
-        "note": [f"n{i}" for i in range(len(rows))],
-    })
+    return pa.table(
+        {
+            "pair_id": ids,
+            "query": [q for q, _ in rows],
+            "document": [d for _, d in rows],
+            "note": [f"n{i}" for i in range(len(rows))],
+        }
+    )
 
 
 def expected_scores(reranker, table):
-    scores = reranker.score_pairs(list(zip(table.column("query").to_pylist(), table.column("document").to_pylist())))
-    return dict(zip(table.column("pair_id").to_pylist(), scores))
+    scores = reranker.score_pairs(
+        list(zip(table.column("query").to_pylist(), table.column("document").to_pylist(), strict=True))
+    )
+    return dict(zip(table.column("pair_id").to_pylist(), scores, strict=True))
 
 
 def check_output(folder, table, reranker, score_column="score"):
@@ -77,7 +81,11 @@ def run_cli(args, env_extra=None, timeout=300, cwd=None):
     env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "qwen3_rerank", "batch", *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
     )
 
 
@@ -87,10 +95,25 @@ def test_cli_starts_a_local_ray_by_default(tmp_path, tiny_model_dir, reranker):
     table = pairs_table()
     pq.write_table(table, tmp_path / "pairs.parquet")
     out = tmp_path / "scores.parquet"
-    done = run_cli([  # relative paths: Ray's workers must still find the files
-        "--input", "pairs.parquet", "--output", "scores.parquet", "--model", str(tiny_model_dir),
-        "--dtype", "fp32", "--workers", "2", "--threads", "1", "--rows-per-batch", "8",
-    ], cwd=tmp_path)
+    done = run_cli(
+        [  # relative paths: Ray's workers must still find the files
+            "--input",
+            "pairs.parquet",
+            "--output",
+            "scores.parquet",
+            "--model",
+            str(tiny_model_dir),
+            "--dtype",
+            "fp32",
+            "--workers",
+            "2",
+            "--threads",
+            "1",
+            "--rows-per-batch",
+            "8",
+        ],
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"wrote {N_ROWS} scored rows to {out} (2 workers)" in done.stderr
     check_output(out, table, reranker)
@@ -116,15 +139,25 @@ def test_parquet_every_row_once_with_library_scores(local_ray, tmp_path, tiny_mo
     table = pairs_table()
     pq.write_table(table, tmp_path / "pairs.parquet", row_group_size=13)
     result = score_file(
-        tmp_path / "pairs.parquet", tmp_path / "scores", model=tiny_model_dir, dtype="fp32",
-        workers=2, threads=1, rows_per_batch=8,
+        tmp_path / "pairs.parquet",
+        tmp_path / "scores",
+        model=tiny_model_dir,
+        dtype="fp32",
+        workers=2,
+        threads=1,
+        rows_per_batch=8,
     )
     assert result.rows == N_ROWS and result.workers == 2
     check_output(tmp_path / "scores", table, reranker)
     # overwrite replaces the folder's rows instead of adding to them
     again = score_file(
-        tmp_path / "pairs.parquet", tmp_path / "scores", model=tiny_model_dir, dtype="fp32",
-        workers=2, rows_per_batch=16, overwrite=True,
+        tmp_path / "pairs.parquet",
+        tmp_path / "scores",
+        model=tiny_model_dir,
+        dtype="fp32",
+        workers=2,
+        rows_per_batch=16,
+        overwrite=True,
     )
     assert again.rows == N_ROWS
     check_output(tmp_path / "scores", table, reranker)
@@ -138,15 +171,38 @@ def test_cli_jsonl_on_an_existing_cluster_by_address(local_ray, tmp_path, tiny_m
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     address = local_ray.get_runtime_context().gcs_address
     out = tmp_path / "scores"
-    done = run_cli([
-        "--input", str(tmp_path / "pairs.jsonl"), "--output", str(out), "--ray-address", address,
-        "--model", str(tiny_model_dir), "--dtype", "fp32", "--workers", "2", "--rows-per-batch", "8",
-        "--query-column", "q", "--document-column", "passage", "--preserve-order", "--raw", "--score-column", "gap",
-    ])
+    done = run_cli(
+        [
+            "--input",
+            str(tmp_path / "pairs.jsonl"),
+            "--output",
+            str(out),
+            "--ray-address",
+            address,
+            "--model",
+            str(tiny_model_dir),
+            "--dtype",
+            "fp32",
+            "--workers",
+            "2",
+            "--rows-per-batch",
+            "8",
+            "--query-column",
+            "q",
+            "--document-column",
+            "passage",
+            "--preserve-order",
+            "--raw",
+            "--score-column",
+            "gap",
+        ]
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = pq.read_table(str(out)).to_pylist()
     assert [r["pair_id"] for r in rows] == table.column("pair_id").to_pylist()  # each row once, in input order
-    gaps = reranker.score_pairs(list(zip(table.column("q").to_pylist(), table.column("passage").to_pylist())), raw=True)
+    gaps = reranker.score_pairs(
+        list(zip(table.column("q").to_pylist(), table.column("passage").to_pylist(), strict=True)), raw=True
+    )
     assert [r["gap"] for r in rows] == pytest.approx(gaps, abs=1e-5)
     assert [r["note"] for r in rows] == table.column("note").to_pylist()
     assert local_ray.is_initialized()  # the command left the cluster running
@@ -158,8 +214,14 @@ def test_user_errors(local_ray, tmp_path, tiny_model_dir):
     with pytest.raises(InputError, match="no column 'document'"):
         score_file(tmp_path / "bad.parquet", tmp_path / "o1", model=tiny_model_dir, dtype="fp32")
     with pytest.raises(InputError, match="already has a column 'text'"):
-        score_file(tmp_path / "bad.parquet", tmp_path / "o2", model=tiny_model_dir, dtype="fp32",
-                   document_column="query", score_column="text")
+        score_file(
+            tmp_path / "bad.parquet",
+            tmp_path / "o2",
+            model=tiny_model_dir,
+            dtype="fp32",
+            document_column="query",
+            score_column="text",
+        )
     (tmp_path / "exists").mkdir()
     with pytest.raises(InputError, match="already exists"):
         score_file(tmp_path / "bad.parquet", tmp_path / "exists", model=tiny_model_dir, dtype="fp32")

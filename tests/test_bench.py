@@ -73,8 +73,17 @@ def test_bench_quick_on_tiny_model(tiny_model_dir, tmp_path):
     measured = {r["name"]: r for r in report["results"] if "pairs_per_s" in r}
     assert set(measured) == {"ours-fp32-fast", "ours-fp32-sg"}
     for row in measured.values():
-        for key in ("pairs_per_s", "tokens_per_s", "latency_p50_s", "latency_p95_s", "peak_rss_mb", "load_s",
-                    "executed_gflops", "flops", "ratios"):
+        for key in (
+            "pairs_per_s",
+            "tokens_per_s",
+            "latency_p50_s",
+            "latency_p95_s",
+            "peak_rss_mb",
+            "load_s",
+            "executed_gflops",
+            "flops",
+            "ratios",
+        ):
             assert key in row, key
         assert row["pairs"] == 8 and row["workload"]["name"] == "1x8x32"
         assert row["latency_p95_s"] >= row["latency_p50_s"] > 0

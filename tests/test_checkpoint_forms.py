@@ -213,8 +213,19 @@ def test_seq_cls_lossy_variants_and_fast_path(seq_cls_exported, causal_gaps, dty
 
 
 def test_seq_cls_cli_json(seq_cls_exported, causal_gaps):
-    proc = run_cli("rerank", "--model", str(seq_cls_exported), "--dtype", "fp32", "--threads", "2", "--json",
-                   "--query", QUERY, *DOCS)
+    proc = run_cli(
+        "rerank",
+        "--model",
+        str(seq_cls_exported),
+        "--dtype",
+        "fp32",
+        "--threads",
+        "2",
+        "--json",
+        "--query",
+        QUERY,
+        *DOCS,
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     assert sorted(r["index"] for r in results) == list(range(len(DOCS)))
@@ -231,8 +242,9 @@ def test_seq_cls_server_raw_scores(seq_cls_exported, causal_gaps, tmp_path):
 
     server = ServerProcess(seq_cls_exported, tmp_path / "server.log")
     try:
-        response = httpx.post(server.url + "/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True},
-                              timeout=60)
+        response = httpx.post(
+            server.url + "/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True}, timeout=60
+        )
         assert response.status_code == 200, response.text
         got = {r["index"]: r["score"] for r in response.json()}
         np.testing.assert_allclose([got[i] for i in range(len(DOCS))], causal_gaps, rtol=0, atol=1e-4)

@@ -76,14 +76,16 @@ def test_windows_cover_the_document_with_overlap(short_context):
     encoding = tok.encode(LONG_DOC, add_special_tokens=False)
     windows = split_windows(encoding.offsets, len(LONG_DOC), 100, 25)
     assert windows[0].token_start == 0 and windows[-1].token_end == len(encoding.ids)
-    for a, b in zip(windows, windows[1:]):
+    for a, b in zip(windows, windows[1:], strict=True):
         assert a.token_end - b.token_start == 25
         assert b.char_start < a.char_end
     # each window's text is exactly the text of its tokens: every token of the window lies inside its
     # character span, and the tokens on either side of the window lie outside it
     offsets = encoding.offsets
     for w in windows:
-        assert all(w.char_start <= offsets[t][0] and offsets[t][1] <= w.char_end for t in range(w.token_start, w.token_end))
+        assert all(
+            w.char_start <= offsets[t][0] and offsets[t][1] <= w.char_end for t in range(w.token_start, w.token_end)
+        )
         if w.token_start:
             assert offsets[w.token_start - 1][0] < w.char_start
         if w.token_end < len(offsets):

@@ -45,7 +45,10 @@ def run_cli(capsys, monkeypatch):
 def run_process(*args):
     return subprocess.run(
         [sys.executable, "-m", "qwen3_rerank", *map(str, args)],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
     )
 
 
@@ -72,22 +75,46 @@ def test_rerank_table_and_top_k(tiny_model_dir, reranker, run_cli):
     assert lines[0].split() == ["rank", "index", "score", "document"]
     best = reranker.rerank(QUERY, DOCS, top_k=2)
     assert len(lines) == 3
-    for line, result in zip(lines[1:], best):
+    for line, result in zip(lines[1:], best, strict=True):
         rank, index, score, *_ = line.split()
         assert int(index) == result.index and abs(float(score) - result.score) < 1e-4
 
 
 def test_chunking_option(tiny_model_dir, reranker, run_cli):
     long_doc = "alpha beta gamma delta epsilon " * 60
-    proc = run_cli("rerank", *model_args(tiny_model_dir), "-q", QUERY, "--json", "--chunking", "max",
-                   "--chunk-tokens", "40", "--chunk-overlap", "5", long_doc, DOCS[1])
+    proc = run_cli(
+        "rerank",
+        *model_args(tiny_model_dir),
+        "-q",
+        QUERY,
+        "--json",
+        "--chunking",
+        "max",
+        "--chunk-tokens",
+        "40",
+        "--chunk-overlap",
+        "5",
+        long_doc,
+        DOCS[1],
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     expected = reranker.rerank(QUERY, [long_doc, DOCS[1]], chunking="max", chunk_tokens=40, chunk_overlap=5)
     assert [r["index"] for r in results] == [r.index for r in expected]
     assert [r.get("best_chunk") for r in results] == [r.best_chunk.to_dict() for r in expected]
-    bad = run_cli("rerank", *model_args(tiny_model_dir), "-q", QUERY, "--chunking", "max", "--chunk-tokens", "10",
-                  "--chunk-overlap", "10", "doc")
+    bad = run_cli(
+        "rerank",
+        *model_args(tiny_model_dir),
+        "-q",
+        QUERY,
+        "--chunking",
+        "max",
+        "--chunk-tokens",
+        "10",
+        "--chunk-overlap",
+        "10",
+        "doc",
+    )
     assert bad.returncode == 2 and "chunk_overlap" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 

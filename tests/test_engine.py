@@ -29,9 +29,11 @@ def _last_token_graph(path, *, extra_input=None, keep_all_positions=False):
         nodes.append(helper.make_node("Gather", ["table", "input_ids"], ["logits"], axis=0))
         out_shape = ["batch", "seq", VOCAB]
     else:
-        inits += [numpy_helper.from_array(np.array([-1], np.int64), "start"),
-                  numpy_helper.from_array(np.array([2**62], np.int64), "end"),
-                  numpy_helper.from_array(np.array([1], np.int64), "axis")]
+        inits += [
+            numpy_helper.from_array(np.array([-1], np.int64), "start"),
+            numpy_helper.from_array(np.array([2**62], np.int64), "end"),
+            numpy_helper.from_array(np.array([1], np.int64), "axis"),
+        ]
         nodes.append(helper.make_node("Slice", ["input_ids", "start", "end", "axis"], ["last_ids"]))
         nodes.append(helper.make_node("Gather", ["table", "last_ids"], ["logits"], axis=0))
         out_shape = ["batch", 1, VOCAB]
@@ -104,7 +106,9 @@ def test_io_binding_path_gives_the_same_scores(tiny_model_dir, reranker):
     assert bound.prefix_reuse
     docs = ["Paris is the capital of France.", "Berlin is in Germany.", "", "word " * 50]
     np.testing.assert_allclose(
-        bound.score("capital of France?", docs, raw=True), reranker.score("capital of France?", docs, raw=True), atol=1e-6
+        bound.score("capital of France?", docs, raw=True),
+        reranker.score("capital of France?", docs, raw=True),
+        atol=1e-6,
     )
     value = bound.engine.to_device(np.ones((2, 3), np.float32))
     assert not isinstance(value, np.ndarray) and value.device_name().lower() == "cpu"
@@ -115,13 +119,17 @@ def _one_logit_graph(path, last_dim):
     ``last_dim``; reshaped through a computed shape so that nothing can infer that dim."""
     table = (np.arange(VOCAB, dtype=np.float32) - 5.0).reshape(VOCAB, 1) / 4
     graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "input_ids"], ["gathered"], axis=0),
-         helper.make_node("Shape", ["input_ids"], ["ids_shape"]),
-         helper.make_node("Concat", ["ids_shape", "minus_one"], ["out_shape"], axis=0),
-         helper.make_node("Reshape", ["gathered", "out_shape"], ["logits"])],
+        [
+            helper.make_node("Gather", ["table", "input_ids"], ["gathered"], axis=0),
+            helper.make_node("Shape", ["input_ids"], ["ids_shape"]),
+            helper.make_node("Concat", ["ids_shape", "minus_one"], ["out_shape"], axis=0),
+            helper.make_node("Reshape", ["gathered", "out_shape"], ["logits"]),
+        ],
         "g",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", last_dim])],
         [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([-1], np.int64), "minus_one")],
     )

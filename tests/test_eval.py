@@ -20,7 +20,11 @@ pytest.importorskip("ir_measures")
 pytest.importorskip("bm25s")
 
 CORPUS = [
-    {"_id": "d1", "title": "Solar eclipse", "text": "A solar eclipse happens when the moon passes between the sun and earth."},
+    {
+        "_id": "d1",
+        "title": "Solar eclipse",
+        "text": "A solar eclipse happens when the moon passes between the sun and earth.",
+    },
     {"_id": "d2", "title": "", "text": "Lunar eclipses happen when the earth shadow falls on the moon."},
     {"_id": "d3", "title": "Bread", "text": "Sourdough bread rises with wild yeast and a long fermentation."},
     {"_id": "d4", "title": "Yeast", "text": "Baker's yeast makes bread dough rise quickly."},
@@ -162,10 +166,26 @@ def test_eval_with_a_trec_run_file(beir_dir, tmp_path, tiny_model_dir, reranker,
     run_file = tmp_path / "first.run"
     run_file.write_text("\n".join(run_lines) + "\n")
     saved = tmp_path / "reranked.run"
-    code = main([
-        "eval", str(beir_dir), "--run", str(run_file), "--model", str(tiny_model_dir), "--dtype", "fp32",
-        "--threads", "2", "--top-k", "4", "--json", "--save-run", str(saved), "--no-progress",
-    ])
+    code = main(
+        [
+            "eval",
+            str(beir_dir),
+            "--run",
+            str(run_file),
+            "--model",
+            str(tiny_model_dir),
+            "--dtype",
+            "fp32",
+            "--threads",
+            "2",
+            "--top-k",
+            "4",
+            "--json",
+            "--save-run",
+            str(saved),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["queries"] == 3 and report["top_k"] == 4 and report["pairs"] == 6
@@ -223,10 +243,24 @@ def test_eval_with_bm25_first_stage(beir_dir, reranker):
 
 
 def test_eval_cli_table_and_max_queries(beir_dir, tiny_model_dir, capsys):
-    code = main([
-        "eval", str(beir_dir), "--model", str(tiny_model_dir), "--dtype", "fp32", "--top-k", "5",
-        "--max-queries", "2", "--metric", "MRR@10", "--metric", "R@5",
-    ])
+    code = main(
+        [
+            "eval",
+            str(beir_dir),
+            "--model",
+            str(tiny_model_dir),
+            "--dtype",
+            "fp32",
+            "--top-k",
+            "5",
+            "--max-queries",
+            "2",
+            "--metric",
+            "MRR@10",
+            "--metric",
+            "R@5",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("2 queries, first stage: bm25, top 5 reranked")

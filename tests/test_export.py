@@ -35,9 +35,7 @@ GAP_TOLERANCE = {"fp32": 1e-4, "fp16": 0.05, "q8": 1.0, "q4": 2.0}
 
 
 def run_cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "qwen3_rerank", *args], capture_output=True, text=True, timeout=900
-    )
+    proc = subprocess.run([sys.executable, "-m", "qwen3_rerank", *args], capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr[-3000:]}")
     return proc
@@ -57,19 +55,32 @@ def session(exported: Path, dtype: str):
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    return ort.InferenceSession(str(exported / "onnx" / DTYPE_FILES[dtype]), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(exported / "onnx" / DTYPE_FILES[dtype]), options, providers=["CPUExecutionProvider"]
+    )
 
 
 # -- layout and graph interface ------------------------------------------------------------------------
 
 
 def test_published_layout(exported, export_run):
-    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                 "export_report.json", "onnx/model.onnx", "onnx/model.onnx_data", "onnx/model_fp16.onnx",
-                 "onnx/model_quantized.onnx", "onnx/model_q4.onnx"):
+    for name in (
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "export_report.json",
+        "onnx/model.onnx",
+        "onnx/model.onnx_data",
+        "onnx/model_fp16.onnx",
+        "onnx/model_quantized.onnx",
+        "onnx/model_q4.onnx",
+    ):
         assert (exported / name).is_file(), name
     # fp32 weights live in the external data file, not in the graph file
-    assert (exported / "onnx" / "model.onnx_data").stat().st_size > 10 * (exported / "onnx" / "model.onnx").stat().st_size
+    assert (exported / "onnx" / "model.onnx_data").stat().st_size > 10 * (
+        exported / "onnx" / "model.onnx"
+    ).stat().st_size
     # nothing left behind: no scratch folder inside, no partial folder next to it
     assert not (exported / ".scratch").exists()
     assert [p.name for p in exported.parent.iterdir()] == [exported.name]
@@ -263,8 +274,8 @@ def test_export_report_numbers_are_the_variants_own(exported, official):
         assert entry["max_abs_gap_diff"] == pytest.approx(diffs.max(), abs=1e-4), dtype
         if dtype == "fp32":
             continue
-        spearman = [_spearman(a, b) for a, b in zip(gaps, reference)]
-        top1 = [int(np.argmax(a)) == int(np.argmax(b)) for a, b in zip(gaps, reference)]
+        spearman = [_spearman(a, b) for a, b in zip(gaps, reference, strict=True)]
+        top1 = [int(np.argmax(a)) == int(np.argmax(b)) for a, b in zip(gaps, reference, strict=True)]
         assert entry["spearman_min"] == pytest.approx(min(spearman), abs=1e-6), (dtype, spearman)
         assert entry["spearman_mean"] == pytest.approx(np.mean(spearman), abs=1e-6), (dtype, spearman)
         assert entry["top1_agreement"] == pytest.approx(np.mean(top1)), (dtype, top1)
@@ -322,8 +333,11 @@ def test_unknown_architecture(tiny_checkpoint, tmp_path):
 
 
 def test_checkpoint_without_tokenizer(tiny_checkpoint, tmp_path):
-    ckpt = _copy_checkpoint(tiny_checkpoint, tmp_path / "notok", skip=("tokenizer.json", "tokenizer_config.json",
-                                                                       "vocab.json", "merges.txt"))
+    ckpt = _copy_checkpoint(
+        tiny_checkpoint,
+        tmp_path / "notok",
+        skip=("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"),
+    )
     _one_line_error(run_cli("export", str(ckpt), "--out", str(tmp_path / "out")), "tokenizer")
     assert not (tmp_path / "out").exists()
 
@@ -390,7 +404,10 @@ def test_force_replaces_and_failed_export_keeps_old(tiny_checkpoint, tmp_path, m
 
 
 def test_main_cli_does_not_import_torch():
-    code = "import sys, qwen3_rerank.cli as c; c.build_parser(); print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = (
+        "import sys, qwen3_rerank.cli as c; c.build_parser(); "
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.split() == ["False", "False"]
 
@@ -418,8 +435,9 @@ def node_modules():
     installed = JS_DIR / "node_modules" / "@huggingface" / "transformers" / "package.json"
     if not (installed.is_file() and json.loads(installed.read_text())["version"] == pinned):
         env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL_CUDA": "skip"}
-        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, env=env, capture_output=True,
-                              text=True, timeout=900)
+        proc = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=900
+        )
         assert proc.returncode == 0, f"npm ci failed:\n{proc.stderr[-3000:]}"
     return JS_DIR / "node_modules"
 
@@ -431,8 +449,13 @@ def test_transformers_js_scores_equal_ours(node_modules, exported, dtype, tmp_pa
 
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps([format_prompt(QUERY, d) for d in JS_DOCS]), encoding="utf-8")
-    proc = subprocess.run(["node", str(JS_DIR / "score.mjs"), str(exported), dtype, str(prompts)], cwd=JS_DIR,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["node", str(JS_DIR / "score.mjs"), str(exported), dtype, str(prompts)],
+        cwd=JS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     js = json.loads(proc.stdout.strip().splitlines()[-1])
     # Transformers.js runs the whole graph on one prompt at a time; so do we here. q8 quantizes
@@ -443,8 +466,10 @@ def test_transformers_js_scores_equal_ours(node_modules, exported, dtype, tmp_pa
     )
     ours_gap = np.array(reranker.score(QUERY, JS_DOCS, raw=True))
     ours_score = np.array(reranker.score(QUERY, JS_DOCS))
-    ours_tokens = [len(s) for s in reranker.tokenizer.encode_contents(
-        [format_content(QUERY, d) for d in JS_DOCS], reranker.max_length)]
+    ours_tokens = [
+        len(s)
+        for s in reranker.tokenizer.encode_contents([format_content(QUERY, d) for d in JS_DOCS], reranker.max_length)
+    ]
     assert [r["tokens"] for r in js] == ours_tokens
     js_gap = np.array([r["gap"] for r in js])
     js_score = np.array([r["score"] for r in js])

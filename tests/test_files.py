@@ -81,7 +81,9 @@ def test_truncated_external_data(tmp_path, tiny_model_dir):
     folder = copy_model(tiny_model_dir, tmp_path / "m")
     data = folder / "onnx" / "model.onnx_data"
     data.write_bytes(data.read_bytes()[:1000])
-    with pytest.raises(ModelLoadError, match="cannot load .*model.onnx: its external weight file is missing or truncated"):
+    with pytest.raises(
+        ModelLoadError, match="cannot load .*model.onnx: its external weight file is missing or truncated"
+    ):
         Reranker.from_pretrained(folder, dtype="fp32")
 
 

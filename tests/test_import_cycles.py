@@ -37,7 +37,9 @@ def import_graph(src: Path = SRC) -> dict[str, set[str]]:
                     module = ".".join(base + ([node.module] if node.module else []))
                 else:
                     module = node.module or ""
-                targets = [f"{module}.{alias.name}" if f"{module}.{alias.name}" in files else module for alias in node.names]
+                targets = [
+                    f"{module}.{alias.name}" if f"{module}.{alias.name}" in files else module for alias in node.names
+                ]
             for target in targets:
                 while target and target not in files:  # `import a.b.c` of a name inside a module
                     target = target.rpartition(".")[0]

@@ -21,7 +21,9 @@ def test_runtime_install_has_no_torch_and_reranks(tmp_path, tiny_model_dir, rera
     python = env_dir / "bin" / "python"
     install = subprocess.run(
         [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(REPO)],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert install.returncode == 0, install.stderr[-3000:]
     for heavy in ("torch", "transformers"):
@@ -29,9 +31,21 @@ def test_runtime_install_has_no_torch_and_reranks(tmp_path, tiny_model_dir, rera
         assert probe.returncode != 0, f"{heavy} was installed by the runtime install"
     docs = ["Berlin is the capital of Germany.", "Paris is the capital of France."]
     proc = subprocess.run(
-        [env_dir / "bin" / "qwen3-rerank", "rerank", "--model", tiny_model_dir, "--dtype", "fp32",
-         "--query", "capital of France?", "--json", *docs],
-        capture_output=True, text=True, timeout=300,
+        [
+            env_dir / "bin" / "qwen3-rerank",
+            "rerank",
+            "--model",
+            tiny_model_dir,
+            "--dtype",
+            "fp32",
+            "--query",
+            "capital of France?",
+            "--json",
+            *docs,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
@@ -43,20 +57,44 @@ def test_runtime_install_has_no_torch_and_reranks(tmp_path, tiny_model_dir, rera
 @pytest.mark.slow
 def test_wheel_holds_the_bench_js_engine_and_type_marker(tmp_path):
     """A non-editable install must carry bench/js (the Transformers.js engine) and py.typed."""
-    import zipfile
-
     import shutil
+    import zipfile
 
     from qwen3_rerank import __version__
 
     # From a copy without build outputs: setuptools reuses build/, which can hide a missing file.
     source = tmp_path / "src"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv*", "build", "dist", "*.egg-info", "node_modules", "__pycache__", ".hypothesis", ".pytest_cache"))
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv*",
+            "build",
+            "dist",
+            "*.egg-info",
+            "node_modules",
+            "__pycache__",
+            ".hypothesis",
+            ".pytest_cache",
+        ),
+    )
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
-         "-w", str(tmp_path), str(source)],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert build.returncode == 0, build.stderr[-3000:]
     [wheel] = tmp_path.glob("qwen3_rerank-*.whl")

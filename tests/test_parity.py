@@ -65,7 +65,9 @@ def test_batch_invariance(tiny_model_dir, reranker):
 
 def test_small_token_budget_same_scores(tiny_model_dir, reranker):
     small = Reranker.from_pretrained(tiny_model_dir, dtype="fp32", max_batch_tokens=200, batch_size=3)
-    np.testing.assert_allclose(small.score(QUERY, DOCS, raw=True), reranker.score(QUERY, DOCS, raw=True), atol=GAP_TOLERANCE)
+    np.testing.assert_allclose(
+        small.score(QUERY, DOCS, raw=True), reranker.score(QUERY, DOCS, raw=True), atol=GAP_TOLERANCE
+    )
 
 
 @pytest.mark.slow  # a second export of the checkpoint, without past inputs

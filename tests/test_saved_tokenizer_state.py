@@ -97,7 +97,7 @@ def test_batched_scores_equal_recipe_with_saved_state(stateful_model_dir, statef
     )
     expected = OfficialRecipe(stateful_checkpoint).gaps(QUERY, DOCS)
     got = reranker.score(QUERY, DOCS, raw=True)
-    assert max(abs(a - b) for a, b in zip(got, expected)) < 1e-5
+    assert max(abs(a - b) for a, b in zip(got, expected, strict=True)) < 1e-5
 
 
 @pytest.mark.slow

@@ -60,8 +60,18 @@ class ServerProcess:
         # step_delay: the real model behind a wrapper that sleeps before each step (tests/slow_server.py)
         launcher = ["-m", "qwen3_rerank"] if step_delay is None else [str(SLOW_SERVER), str(step_delay)]
         command = [
-            sys.executable, *launcher, "serve", "--model", str(model_dir), "--dtype", "fp32",
-            "--port", str(self.port), "--threads", "1", *args,
+            sys.executable,
+            *launcher,
+            "serve",
+            "--model",
+            str(model_dir),
+            "--dtype",
+            "fp32",
+            "--port",
+            str(self.port),
+            "--threads",
+            "1",
+            *args,
         ]
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
@@ -106,11 +116,16 @@ def server(tiny_model_dir, tmp_path_factory):
     proc = ServerProcess(
         tiny_model_dir,
         tmp_path_factory.mktemp("server") / "server.log",
-        "--max-documents", str(MAX_DOCUMENTS),
-        "--max-body-bytes", str(MAX_BODY_BYTES),
-        "--max-tokens-per-doc", str(MAX_TOKENS_PER_DOC),
-        "--max-batch-tokens", "1024",
-        "--max-batch-wait-ms", "50",
+        "--max-documents",
+        str(MAX_DOCUMENTS),
+        "--max-body-bytes",
+        str(MAX_BODY_BYTES),
+        "--max-tokens-per-doc",
+        str(MAX_TOKENS_PER_DOC),
+        "--max-batch-tokens",
+        "1024",
+        "--max-batch-wait-ms",
+        "50",
         env={"QWEN3_RERANK_API_KEY": f"other-key,{API_KEY}"},  # keys from the environment
     )
     yield proc
@@ -142,9 +157,14 @@ def test_service_endpoints(server, client, tiny_model_dir):
     assert httpx.get(server.url + "/docs", timeout=10).status_code == 200
     metrics = httpx.get(server.url + "/metrics", timeout=10)
     assert metrics.status_code == 200
-    for name in ("qwen3_rerank_requests_total", "qwen3_rerank_request_duration_seconds_bucket",
-                 "qwen3_rerank_batch_documents_bucket", "qwen3_rerank_queue_depth", "qwen3_rerank_tokens_total",
-                 "qwen3_rerank_model_calls_total"):
+    for name in (
+        "qwen3_rerank_requests_total",
+        "qwen3_rerank_request_duration_seconds_bucket",
+        "qwen3_rerank_batch_documents_bucket",
+        "qwen3_rerank_queue_depth",
+        "qwen3_rerank_tokens_total",
+        "qwen3_rerank_model_calls_total",
+    ):
         assert name in metrics.text
 
 
@@ -185,8 +205,13 @@ def test_cohere_options(client, reranker):
     long_doc = "cats eat fish and meat " * 40
     request = reranker.prepare(QUERY, [long_doc, DOCS[0]], max_doc_tokens=8)
     expected = reranker.score_requests([request])[0]
-    body = client.post("/v2/rerank", json={"query": QUERY, "documents": [long_doc, DOCS[0]], "max_tokens_per_doc": 8}).json()
-    assert {r["index"]: r["relevance_score"] for r in body["results"]} == {0: _approx(expected[0]), 1: _approx(expected[1])}
+    body = client.post(
+        "/v2/rerank", json={"query": QUERY, "documents": [long_doc, DOCS[0]], "max_tokens_per_doc": 8}
+    ).json()
+    assert {r["index"]: r["relevance_score"] for r in body["results"]} == {
+        0: _approx(expected[0]),
+        1: _approx(expected[1]),
+    }
     assert body["usage"]["total_tokens"] == request.num_tokens
 
 
@@ -201,23 +226,26 @@ def test_chunking_extension(client, reranker):
     chunks = {r["index"]: r["best_chunk"] for r in body["results"]}
     assert chunks == {r.index: r.best_chunk.to_dict() for r in expected}
     assert chunks[0]["token_end"] - chunks[0]["token_start"] <= 64
-    bad = client.post("/v2/rerank", json={"query": QUERY, "documents": docs, "chunking": "max", "chunk_tokens": 8,
-                                          "chunk_overlap": 8})
+    bad = client.post(
+        "/v2/rerank", json={"query": QUERY, "documents": docs, "chunking": "max", "chunk_tokens": 8, "chunk_overlap": 8}
+    )
     assert bad.status_code == 422 and bad.json()["error"]["type"] == "invalid_request"
 
 
 def test_tei_shape_with_plain_httpx(server, reranker):
     with httpx.Client(timeout=60) as plain:
-        response = plain.post(server.url + "/rerank", json={"query": QUERY, "texts": DOCS, "return_text": True},
-                              headers=AUTH)
+        response = plain.post(
+            server.url + "/rerank", json={"query": QUERY, "texts": DOCS, "return_text": True}, headers=AUTH
+        )
     assert response.status_code == 200, response.text
     ranks = response.json()
     expected = reranker.score(QUERY, DOCS)
     assert [r["index"] for r in ranks] == sorted(range(len(DOCS)), key=lambda i: (-expected[i], i))
     assert [r["score"] for r in ranks] == _approx([expected[r["index"]] for r in ranks])
     assert all(r["text"] == DOCS[r["index"]] for r in ranks)
-    raw = httpx.post(server.url + "/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True},
-                     headers=AUTH, timeout=60).json()
+    raw = httpx.post(
+        server.url + "/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True}, headers=AUTH, timeout=60
+    ).json()
     expected_raw = reranker.score(QUERY, DOCS, raw=True)
     assert all("text" not in r for r in raw)
     assert {r["index"]: r["score"] for r in raw} == {i: _approx(v) for i, v in enumerate(expected_raw)}
@@ -267,9 +295,7 @@ def test_official_cohere_sdk(server, reranker):
     assert [r.document.text for r in response.results] == [DOCS[i] for i in best[:2]]
     # A wrong key is the SDK's own UnauthorizedError.
     with pytest.raises(cohere.errors.UnauthorizedError):
-        cohere.ClientV2(api_key="wrong", base_url=server.url, timeout=60).rerank(
-            model="m", query=QUERY, documents=DOCS
-        )
+        cohere.ClientV2(api_key="wrong", base_url=server.url, timeout=60).rerank(model="m", query=QUERY, documents=DOCS)
 
 
 # -- batching across requests ------------------------------------------------------------------
@@ -277,8 +303,9 @@ def test_official_cohere_sdk(server, reranker):
 
 def test_concurrent_requests_are_batched(server, client):
     n = 8
-    requests = [{"query": f"{QUERY} {i}", "documents": [DOCS[i % len(DOCS)], DOCS[(i + 1) % len(DOCS)]]}
-                for i in range(n)]
+    requests = [
+        {"query": f"{QUERY} {i}", "documents": [DOCS[i % len(DOCS)], DOCS[(i + 1) % len(DOCS)]]} for i in range(n)
+    ]
     serial = [client.post("/v2/rerank", json=r).json()["results"] for r in requests]
     calls_before = server.metric("qwen3_rerank_model_calls_total")
 
@@ -291,7 +318,7 @@ def test_concurrent_requests_are_batched(server, client):
     calls = server.metric("qwen3_rerank_model_calls_total") - calls_before
     assert all(r.status_code == 200 for r in responses)
     assert calls < n, f"{n} concurrent requests took {calls} model calls"
-    for got, want in zip(responses, serial):
+    for got, want in zip(responses, serial, strict=True):
         got = got.json()["results"]
         assert [r["index"] for r in got] == [r["index"] for r in want]
         assert [r["relevance_score"] for r in got] == _approx([r["relevance_score"] for r in want])
@@ -376,10 +403,22 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(server, tmp_path):
     st = Path(sys.executable).with_name("st")
     command = [str(st)] if st.exists() else [sys.executable, "-m", "schemathesis.cli"]
     command += [
-        "run", server.url + "/openapi.json",
-        "--checks", "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
-        "--max-examples", "8", "--generation-deterministic", "--workers", "1", "--request-timeout", "30",
-        "--max-time", "60", "--no-color", "-H", f"Authorization: Bearer {API_KEY}",
+        "run",
+        server.url + "/openapi.json",
+        "--checks",
+        "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+        "--max-examples",
+        "8",
+        "--generation-deterministic",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "30",
+        "--max-time",
+        "60",
+        "--no-color",
+        "-H",
+        f"Authorization: Bearer {API_KEY}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=150, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
@@ -396,7 +435,12 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(server, tmp_path):
 @pytest.mark.slow
 def test_sigterm_finishes_requests_in_flight(tiny_model_dir, tmp_path, reranker):
     proc = ServerProcess(
-        tiny_model_dir, tmp_path / "sigterm.log", "--max-batch-tokens", "128", "--max-batch-wait-ms", "0",
+        tiny_model_dir,
+        tmp_path / "sigterm.log",
+        "--max-batch-tokens",
+        "128",
+        "--max-batch-wait-ms",
+        "0",
         # Each model step waits 1.5 s, so all six requests are admitted (and in flight) long
         # before the first can finish, even on a loaded machine.
         step_delay=1.5,
@@ -413,7 +457,7 @@ def test_sigterm_finishes_requests_in_flight(tiny_model_dir, tmp_path, reranker)
             proc.process.send_signal(signal.SIGTERM)
             responses = [f.result(timeout=60) for f in futures]
         assert [r.status_code for r in responses] == [200] * n
-        for body, response in zip(bodies, responses):
+        for body, response in zip(bodies, responses, strict=True):
             assert response.json()[0]["score"] == _approx(reranker.score(body["query"], body["texts"])[0])
         assert proc.process.wait(timeout=30) == 0
         with pytest.raises(httpx.HTTPError):
@@ -430,8 +474,12 @@ def test_settings_flags_beat_environment():
     from qwen3_rerank.cli.serve import resolve
 
     args = build_parser().parse_args(["serve", "--model", "m", "--max-documents", "7"])
-    environ = {"QWEN3_RERANK_MAX_DOCUMENTS": "9", "QWEN3_RERANK_REQUEST_TIMEOUT": "2.5",
-               "QWEN3_RERANK_API_KEY": "a, b", "QWEN3_RERANK_MAX_BATCH_WAIT_MS": "10"}
+    environ = {
+        "QWEN3_RERANK_MAX_DOCUMENTS": "9",
+        "QWEN3_RERANK_REQUEST_TIMEOUT": "2.5",
+        "QWEN3_RERANK_API_KEY": "a, b",
+        "QWEN3_RERANK_MAX_BATCH_WAIT_MS": "10",
+    }
     settings, model = resolve(args, environ)
     assert settings.max_documents == 7 and settings.request_timeout == 2.5
     assert settings.api_keys == ("a", "b") and settings.max_batch_wait == 0.01

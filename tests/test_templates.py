@@ -91,10 +91,10 @@ def test_card_scores_equal_pytorch_on_the_cards_prompt(tiny_model_dir, official,
     assert reranker.template is CARD
     got = reranker.score(QUERY, DOCS, raw=True)
     expected = card_gaps(official, QUERY, DOCS)
-    assert max(abs(a - b) for a, b in zip(got, expected)) < 1e-5
+    assert max(abs(a - b) for a, b in zip(got, expected, strict=True)) < 1e-5
     # ... and they are not the official template's numbers
     official_gaps = official.gaps(QUERY, DOCS)
-    assert max(abs(a - b) for a, b in zip(got, official_gaps)) > 1e-3
+    assert max(abs(a - b) for a, b in zip(got, official_gaps, strict=True)) > 1e-3
 
 
 @pytest.mark.parametrize("max_length", [80, 97])
@@ -135,7 +135,7 @@ def test_card_prefix_split_never_changes_token_ids(tiny_model_dir, official, que
     head = CARD.content_head(query, instruction)
     shared = tokenizer.prefix_ids + tokenizer.tokenizer.encode(head, add_special_tokens=False).ids
     assert n == len(shared)
-    for seq, reuses, ref in zip(request.sequences, request.reuses_prefix, whole):
+    for seq, reuses, ref in zip(request.sequences, request.reuses_prefix, whole, strict=True):
         assert list(seq) == ref
         assert reuses == (ref[:n] == shared and len(ref) > n)
 
@@ -166,8 +166,22 @@ def test_template_names_and_errors():
 def test_cli_template_card(tiny_model_dir, official, capsys):
     from qwen3_rerank.cli import main
 
-    code = main(["rerank", "--model", str(tiny_model_dir), "--dtype", "fp32", "--template", "card",
-                 "--query", QUERY, "--json", "--no-progress", *DOCS[:3]])
+    code = main(
+        [
+            "rerank",
+            "--model",
+            str(tiny_model_dir),
+            "--dtype",
+            "fp32",
+            "--template",
+            "card",
+            "--query",
+            QUERY,
+            "--json",
+            "--no-progress",
+            *DOCS[:3],
+        ]
+    )
     assert code == 0
     results = json.loads(capsys.readouterr().out)
     expected = torch.sigmoid(torch.tensor(card_gaps(official, QUERY, DOCS[:3]), dtype=torch.float64)).tolist()

@@ -109,9 +109,7 @@ class Infer:
         self.worker = worker
         self.timeout = timeout
 
-    async def rerank(
-        self, params: RerankParams, client_gone: Callable[[], Awaitable[object]] | None = None
-    ) -> Scored:
+    async def rerank(self, params: RerankParams, client_gone: Callable[[], Awaitable[object]] | None = None) -> Scored:
         """The request's scores; :class:`ApiError` 429, 422, 500, 503 or 504 when it cannot have them.
 
         ``client_gone``: a coroutine function that returns once the client has gone (then the

@@ -14,7 +14,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "qwen3_rerank_requests", "HTTP requests answered, by endpoint and status", ["endpoint", "status"], registry=r
+            "qwen3_rerank_requests",
+            "HTTP requests answered, by endpoint and status",
+            ["endpoint", "status"],
+            registry=r,
         )
         self.latency = Histogram(
             "qwen3_rerank_request_duration_seconds",
@@ -27,10 +30,15 @@ class Metrics:
             "qwen3_rerank_queue_depth", "Rerank requests admitted and not answered yet", registry=r
         )
         self.queue_wait = Histogram(
-            "qwen3_rerank_queue_wait_seconds", "Time a request waited for the model", buckets=_LATENCY_BUCKETS, registry=r
+            "qwen3_rerank_queue_wait_seconds",
+            "Time a request waited for the model",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.batches = Counter(
-            "qwen3_rerank_model_calls", "Calls into the model (Reranker.score_requests), one per batcher step", registry=r
+            "qwen3_rerank_model_calls",
+            "Calls into the model (Reranker.score_requests), one per batcher step",
+            registry=r,
         )
         self.batch_requests = Histogram(
             "qwen3_rerank_batch_requests", "Requests merged into one model call", buckets=_COUNT_BUCKETS, registry=r

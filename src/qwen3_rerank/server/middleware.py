@@ -29,7 +29,15 @@ REQUEST_ID_HEADER = "x-request-id"
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 #: paths the request metrics name; any other is counted as "other" (bounded label values)
 _ENDPOINTS = {
-    "/v1/rerank", "/v2/rerank", "/rerank", "/health", "/ready", "/metrics", "/v1/models", "/openapi.json", "/docs",
+    "/v1/rerank",
+    "/v2/rerank",
+    "/rerank",
+    "/health",
+    "/ready",
+    "/metrics",
+    "/v1/models",
+    "/openapi.json",
+    "/docs",
 }
 
 
@@ -123,8 +131,11 @@ async def _send_error(send: Send, status: int, type_: str, message: str) -> None
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close")],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -117,9 +117,7 @@ async def cohere_rerank(body: RerankRequest, request: Request, server: ServerSta
     tokens = scored.request.num_tokens
     warnings = []
     if any(scored.request.truncated):
-        warnings.append(
-            f"{sum(scored.request.truncated)} document(s) cut to fit max_length={server.model.max_length}"
-        )
+        warnings.append(f"{sum(scored.request.truncated)} document(s) cut to fit max_length={server.model.max_length}")
     return {
         "id": request.state.request_id,
         "model": settings.model_name,

@@ -59,7 +59,7 @@ class RerankRequest(_Strict):
     model: str | None = Field(None, description="accepted and echoed as the served model's name")
     query: Query = Field(description="the search query")
     documents: list[Text | DocumentObject] = Field(
-        description="texts to rank, as strings or {\"text\": ...} objects", min_length=1
+        description='texts to rank, as strings or {"text": ...} objects', min_length=1
     )
     top_n: int | None = Field(
         None, ge=1, le=MAX_INT, description="return only the best N (at most the document limit); default: all"
@@ -81,7 +81,7 @@ class RerankRequest(_Strict):
     # Accepted for client compatibility; they change nothing.
     priority: int | None = Field(None, ge=0, le=MAX_INT, description="Cohere's priority: accepted, ignored")
     relevant_spans: RelevantSpans | None = Field(None, description="Cohere's relevant spans: only mode=disabled")
-    rank_fields: list[Literal["text"]] | None = Field(None, description="Cohere v1: only [\"text\"]")
+    rank_fields: list[Literal["text"]] | None = Field(None, description='Cohere v1: only ["text"]')
     max_chunks_per_doc: int | None = Field(None, ge=1, le=MAX_INT, description="Cohere v1: accepted, ignored")
 
     def texts(self) -> list[str]:

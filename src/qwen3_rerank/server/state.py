@@ -55,9 +55,7 @@ class ServerState:
         self.ready = False
         await self.worker.stop()
 
-    async def rerank(
-        self, params: RerankParams, client_gone: Callable[[], Awaitable[object]] | None = None
-    ) -> Scored:
+    async def rerank(self, params: RerankParams, client_gone: Callable[[], Awaitable[object]] | None = None) -> Scored:
         """Scores through :class:`Infer`, once the server takes requests and the request is in limits."""
         if not self.ready or self.draining:
             raise ApiError(503, "unavailable", "the model is not ready", {"Retry-After": "1"})

@@ -100,8 +100,11 @@ class Worker:
         except ScoringCancelled as exc:  # every request of the group was given up: no one to answer
             scores, error, unscored = [], exc, exc.unscored
             self.metrics.cancelled_documents.inc(unscored)
-            log.info("model step stopped: its %d request(s) were given up, %d sequence(s) left unscored",
-                     len(group), unscored)
+            log.info(
+                "model step stopped: its %d request(s) were given up, %d sequence(s) left unscored",
+                len(group),
+                unscored,
+            )
         except RerankError as exc:  # the user can act on it: its message goes to the client
             scores, error = [], exc
         except Exception:  # logged with its traceback here; the client gets a generic 500
