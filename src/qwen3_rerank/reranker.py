@@ -135,6 +135,8 @@ class Reranker:
         show_progress: bool = False,
         score_graph: bool = True,
         prefix_reuse: bool = True,
+        q8_activations: str = "row",
+        yes_no_head: str = "auto",
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
@@ -159,6 +161,14 @@ class Reranker:
                 position), built from the model file on first use and cached next to it.
             prefix_reuse: run the part of the prompt that all documents of a query share
                 (system prompt, instruction, query) once, and reuse its KV cache for them all.
+            q8_activations: for dynamic-int8 files (q8), how the score graph quantises
+                activations: ``"row"`` (one scale per token: a document's score depends on the
+                document alone, whatever its batch and with or without prefix reuse),
+                ``"nbits8"`` (8-bit ``MatMulNBits``, per token and block) or ``"tensor"`` (as
+                the file does: one scale per tensor, so scores move with batch composition).
+            yes_no_head: for quantised files, score with the float rows of "yes"/"no" that the
+                tied embedding table holds (``"float"``), with the quantised ``lm_head`` rows
+                (``"quantized"``), or the float ones when present (``"auto"``).
         """
         files = resolve_model(
             model, dtype, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
@@ -166,7 +176,7 @@ class Reranker:
         tokenizer = PromptTokenizer.from_file(files.tokenizer, pad_token=files.pad_token)
         onnx_path = files.onnx
         if score_graph:
-            onnx_path = _score_graph_or_full(files.onnx, tokenizer)
+            onnx_path = _score_graph_or_full(files.onnx, tokenizer, activations=q8_activations, head=yes_no_head)
         engine = OnnxEngine(onnx_path, config=files.config, device=device, providers=providers, threads=threads)
         if engine.is_score_graph:
             from .score_graph import score_graph_record
@@ -465,12 +475,16 @@ class Reranker:
         return gaps
 
 
-def _score_graph_or_full(source, tokenizer: PromptTokenizer):
+def _score_graph_or_full(source, tokenizer: PromptTokenizer, *, activations: str = "row", head: str = "auto"):
     """The cached score graph of ``source`` (built on first use), or ``source`` if none can be made."""
-    from .score_graph import ScoreGraphError, ensure_score_graph
+    from .score_graph import ACTIVATION_MODES, HEAD_MODES, ScoreGraphError, ensure_score_graph
 
+    if activations not in ACTIVATION_MODES:
+        raise InputError(f"q8_activations must be one of {', '.join(ACTIVATION_MODES)}, got {activations!r}")
+    if head not in HEAD_MODES:
+        raise InputError(f"yes_no_head must be one of {', '.join(HEAD_MODES)}, got {head!r}")
     try:
-        return ensure_score_graph(source, tokenizer.yes_id, tokenizer.no_id)
+        return ensure_score_graph(source, tokenizer.yes_id, tokenizer.no_id, activations=activations, head=head)
     except (ScoreGraphError, OSError, ImportError) as exc:
         log.warning("qwen3-rerank: using the full graph of %s: no score graph (%s)", source.name, exc)
         return source
