@@ -19,9 +19,12 @@ from hypothesis import strategies as st
 from qwen3_rerank import Reranker
 
 # Gap (yes - no) tolerance per variant: fp32/q4/q8 compute each row with float32 kernels whose
-# results do not depend on the other rows; fp16 rounds intermediate results to half precision, so
-# a different summation order (other padding) can flip a rounding.
-TOLERANCE = {"fp32": 1e-6, "q4": 1e-6, "q8": 1e-5, "fp16": 1e-4}
+# results do not depend on the other rows (measured: exactly equal on the tiny model). fp16 misses
+# the 1e-4 we aimed for: ONNX Runtime's CPU fp16 graph gives a right-padded row other numbers than
+# the same row unpadded (the first difference is at the attention's probabilities × values
+# MatMul, whose inner dimension grows with the padding); over 40 random documents 3-6 moved by
+# more than 1e-4, at most 1.1e-3 (gaps of about ±3), so the bound here is 2e-3.
+TOLERANCE = {"fp32": 1e-6, "q4": 1e-6, "q8": 1e-5, "fp16": 2e-3}
 
 words = st.sampled_from(
     ["Paris", "capital", "France", "the", "is", "of", "Berlin", "東京", "🙂", "river", "1889", "\n", "::", "tower"]

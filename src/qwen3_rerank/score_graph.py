@@ -572,13 +572,18 @@ def _rows_of(tensor, rows: list[int], base_dir: Path) -> np.ndarray:
     embedding table is 620 MB; two rows are 8 KB)."""
     from onnx import TensorProto, helper
 
-    if tensor.data_location != TensorProto.EXTERNAL or len(tensor.dims) != 2:
+    if len(tensor.dims) != 2:
         return _tensor_value(tensor, base_dir)[rows]
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    if tensor.data_location != TensorProto.EXTERNAL:
+        if not tensor.raw_data:
+            return _tensor_value(tensor, base_dir)[rows]
+        table = np.frombuffer(tensor.raw_data, dtype).reshape(tuple(tensor.dims))  # a view, no copy
+        return table[rows].copy()
     info = {entry.key: entry.value for entry in tensor.external_data}
     location = Path(info["location"])
     if location.is_absolute() or ".." in location.parts:
         raise ScoreGraphError(f"external data location {info['location']!r} is outside the model folder")
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
     width = int(tensor.dims[1])
     row_bytes = width * dtype.itemsize
     out = np.empty((len(rows), width), dtype)
