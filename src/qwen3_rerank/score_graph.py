@@ -159,6 +159,13 @@ def ensure_score_graph(
     for quantised sources; each combination is cached in its own file.
     """
     _check_modes(activations, head)
+    if (activations, head) != (DEFAULT_ACTIVATIONS, DEFAULT_HEAD):
+        # The options change nothing in a float graph: share the default file instead of a copy.
+        default = cached_score_graph(source, yes_id, no_id)
+        if (default is not None and score_graph_record(default).get("quantized") is False) or (
+            default is None and not _is_quantized(source)
+        ):
+            activations, head = DEFAULT_ACTIVATIONS, DEFAULT_HEAD
     cached = cached_score_graph(source, yes_id, no_id, activations=activations, head=head)
     if cached is not None:
         return cached
@@ -187,6 +194,20 @@ def ensure_score_graph(
     tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     os.replace(tmp, _sidecar(target))
     return target
+
+
+def _is_quantized(source: Path) -> bool:
+    """Whether a graph has quantised MatMuls (read without its external weights)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(source), load_external_data=False).graph
+    except Exception:
+        return True  # let the build report what is wrong
+    return any(node.op_type in _QUANTIZED_OPS for node in graph.node)
+
+
+_QUANTIZED_OPS = ("DynamicQuantizeLinear", "MatMulInteger", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
 
 
 # -- graph surgery ------------------------------------------------------------------------------------
@@ -461,6 +482,7 @@ def _build(
     graph.initializer.extend(consts + new_inits)
     _insert_topologically(graph, nodes)
 
+    quantized = any(node.op_type in _QUANTIZED_OPS for node in graph.node)
     requantized = 0
     if activations != "tensor":
         requantized = _requantize_activations(model, activations, base_dir)
@@ -489,6 +511,7 @@ def _build(
         "group_query_attention": any(node.op_type == "GroupQueryAttention" for node in graph.node),
         "head": head_used,
         "requantized_matmuls": requantized,
+        "quantized": quantized,
     }
 
 
