@@ -91,8 +91,17 @@ def main() -> None:
     parser.add_argument("--doc-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--notes", type=Path, help="a text file whose lines go under 'Notes' in README.md")
+    parser.add_argument("--readme-only", action="store_true", help="rewrite README.md from results.json (+ --notes)")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.readme_only:
+        data = json.loads((args.out / "results.json").read_text(encoding="utf-8"))
+        if args.notes:
+            data["notes"] = args.notes.read_text(encoding="utf-8").splitlines()
+            (args.out / "results.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+        write_readme(args.out, data)
+        return
     if args.worker:
         model, dtype, head = args.worker
         print(json.dumps(worker(model, dtype, head, args.docs, args.doc_tokens, args.threads, args.repeats)))
@@ -135,14 +144,20 @@ def main() -> None:
                       f"{row['pairs_per_s']} pairs/s", file=sys.stderr)
             entry["variants"][dtype] = rows
         data["models"][name] = entry
+    if args.notes:
+        data["notes"] = args.notes.read_text(encoding="utf-8").splitlines()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+    write_readme(args.out, data)
+    print(args.out / "README.md")
 
+
+def write_readme(out: Path, data: dict) -> None:
     lines = ["# The yes/no head of quantised files: quantised lm_head rows or float embedding rows", "",
              "Made by `scripts/q8_head.py`; numbers in `results.json`. Gap = logit(yes) − logit(no); error = |gap −",
              "gap of the fp32 variant of the same checkpoint|, default path (score graph, prefix reuse, q8 activations",
-             f"per row), 1 query × {args.docs} documents of ~{args.doc_tokens} tokens; onnxruntime "
-             f"{data['onnxruntime']}, {args.threads} threads.", "", "```", data["command"], "```", "",
+             f"per row), 1 query × {data['docs']} documents of ~{data['doc_tokens']} tokens; onnxruntime "
+             f"{data['onnxruntime']}, {data['threads']} threads.", "", "```", data["command"], "```", "",
              "| model | variant | head | max abs Δgap | mean abs Δgap | max rel | mean rel | pairs/s | load before → after |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for name, entry in data["models"].items():
@@ -160,8 +175,9 @@ def main() -> None:
             f = rows["files"]
             lines.append(f"| {name} | {f['file']} | {f['file_bytes']:,} | {f['lm_head_op']} | "
                          f"{f['lm_head_weight_bytes']:,} | {f['embedding_table_bytes']:,} |")
-    (args.out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(args.out / "README.md")
+    if data.get("notes"):
+        lines += ["", "## Notes", "", *data["notes"]]
+    (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
