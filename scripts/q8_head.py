@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--doc-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--fp32-gaps", action="append",
+                        help="NAME=FILE: fp32 gaps of the same workload saved by q8_rows.py (fp32_gaps.json)")
     parser.add_argument("--notes", type=Path, help="a text file whose lines go under 'Notes' in README.md")
     parser.add_argument("--readme-only", action="store_true", help="rewrite README.md from results.json (+ --notes)")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
@@ -119,6 +121,11 @@ def main() -> None:
             raise SystemExit(f"{model} {dtype} {head}: {proc.stderr[-2000:]}")
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
+    fp32_gaps = {}
+    for spec in args.fp32_gaps or []:
+        name, path = spec.split("=", 1)
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+        fp32_gaps[name] = saved.get("gaps_default", saved.get("gaps"))
     data = {
         "command": "PYTHONPATH=src python " + " ".join([f"scripts/{Path(__file__).name}", *sys.argv[1:]]),
         "onnxruntime": onnxruntime.__version__, "threads": args.threads, "docs": args.docs,
@@ -126,7 +133,10 @@ def main() -> None:
     }
     for spec in args.model:
         name, folder = spec.split("=", 1)
-        reference = np.array(run(folder, "fp32", "auto")["gaps"])
+        if name in fp32_gaps:  # the same workload's fp32 gaps, measured before (scripts/q8_rows.py)
+            reference = np.array(fp32_gaps[name])
+        else:
+            reference = np.array(run(folder, "fp32", "auto")["gaps"])
         entry = {"dir": folder, "fp32_gap_max_abs": float(np.abs(reference).max()),
                  "fp32_gap_mean_abs": float(np.abs(reference).mean()), "variants": {}}
         for dtype in args.dtypes.split(","):

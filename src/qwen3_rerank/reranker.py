@@ -168,7 +168,8 @@ class Reranker:
                 the file does: one scale per tensor, so scores move with batch composition).
             yes_no_head: for quantised files, score with the float rows of "yes"/"no" that the
                 tied embedding table holds (``"float"``), with the quantised ``lm_head`` rows
-                (``"quantized"``), or the float ones when present (``"auto"``).
+                (``"quantized"``), or (``"auto"``) the float ones for 4-bit heads, where they
+                measured closer to fp32, and the file's own for int8 heads, where they did not.
         """
         files = resolve_model(
             model, dtype, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token

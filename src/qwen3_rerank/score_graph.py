@@ -16,8 +16,8 @@ position, and a reranker needs two numbers at one position. The score graph
   a document scores the same alone, in any batch, and with or without the shared-prefix pass;
 * where a quantised file still holds float rows of "yes" and "no" (the tied embedding table that
   the input ``Gather`` reads), can score with those rows instead of the quantised ``lm_head``
-  (``head="auto"``, the default, does so when they are found and tied; see
-  ``docs/benchmarks/q8-head/`` for why).
+  (``head="auto"``, the default, does so for 4-bit heads when the rows are found and tied; see
+  ``docs/benchmarks/q8-head/`` for why not for int8 ones).
 
 ``present.*`` outputs are kept when ``keep_present`` (the default): the shared-prefix pass reads
 them, and the document pass does not fetch them; they are the attention's own key/value buffers,
@@ -48,7 +48,9 @@ FORMAT_VERSION = 3
 #: (as the source file does it: one scale per tensor, so rows depend on each other).
 ACTIVATION_MODES = ("row", "nbits8", "tensor")
 #: Which yes/no head a quantised graph scores with: ``float`` (the float rows of the tied embedding
-#: table), ``quantized`` (the rows of the quantised ``lm_head``) or ``auto`` (float when found).
+#: table), ``quantized`` (the rows of the quantised ``lm_head``) or ``auto`` (the float rows for a
+#: 4-bit ``MatMulNBits`` head when they are found, the file's own head for an int8 one: what
+#: measured closer to fp32, docs/benchmarks/q8-head/).
 HEAD_MODES = ("auto", "float", "quantized")
 DEFAULT_ACTIVATIONS = "row"
 DEFAULT_HEAD = "auto"
@@ -432,7 +434,10 @@ def _build(
     lm_head = _find_lm_head(g, "logits")
     hidden = _slice_lm_head(g, lm_head, [yes_id, no_id], base_dir, new_inits)
     head_used = "plain" if lm_head.op_type in ("MatMul", "Gemm") else "quantized"
-    if head_used == "quantized" and head in ("auto", "float"):
+    # "auto": the float rows for 4-bit heads, which they bring closer to fp32; an int8 head's rows
+    # are already as close (measured: docs/benchmarks/q8-head/), so the file's head stays.
+    wants_float = head == "float" or (head == "auto" and lm_head.op_type == "MatMulNBits")
+    if head_used == "quantized" and wants_float:
         if _use_float_head(g, lm_head, hidden, [yes_id, no_id], base_dir, new_inits):
             head_used = "float"
         elif head == "float":
