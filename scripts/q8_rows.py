@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -43,9 +44,10 @@ MODEL_VARIANTS: dict[str, dict] = {
     "q8 per-tensor, whole prompt (as Transformers.js runs it)": {
         "score_graph": False, "prefix_reuse": False, "batch_size": 1,
     },
-    "q8 per-tensor (score graph)": {"q8_activations": "tensor"},
-    "q8 per-row u8 zp128 (score graph, default)": {"q8_activations": "row"},
-    "q8 MatMulNBits 8-bit acc4 (score graph)": {"q8_activations": "nbits8"},
+    # The same (the file's int8) yes/no head for all, so that only the activations differ.
+    "q8 per-tensor (score graph)": {"q8_activations": "tensor", "yes_no_head": "quantized"},
+    "q8 per-row u8 zp128 (score graph, default)": {"q8_activations": "row", "yes_no_head": "quantized"},
+    "q8 MatMulNBits 8-bit acc4 (score graph)": {"q8_activations": "nbits8", "yes_no_head": "quantized"},
 }
 
 
@@ -207,7 +209,13 @@ def worker(args) -> None:
         result["gaps_batched"] = batched.score(query, some, raw=True)
         result["gaps_alone"] = [alone.score(query, [d], raw=True)[0] for d in some]
     result["load_after"] = load_average()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / _worker_file(args.variant)).write_text(json.dumps(result), encoding="utf-8")  # to resume
     print(json.dumps(result))
+
+
+def _worker_file(variant: str) -> str:
+    return "worker-" + re.sub(r"\W+", "-", variant).strip("-") + ".json"
 
 
 def model_level(args) -> dict:
@@ -219,9 +227,14 @@ def model_level(args) -> dict:
         if variant == "fp32" and saved.is_file():
             rows[variant] = json.loads(saved.read_text())
             continue
+        done = args.out / _worker_file(variant)
+        if done.is_file():  # measured by an earlier, interrupted run
+            rows[variant] = json.loads(done.read_text())
+            continue
         command = [sys.executable, __file__, "--worker", variant, "--model", str(args.model), "--threads",
                    str(args.threads), "--docs", str(args.docs), "--doc-tokens", str(args.doc_tokens),
-                   "--repeats", str(args.repeats), "--independence-docs", str(args.independence_docs)]
+                   "--repeats", str(args.repeats), "--independence-docs", str(args.independence_docs),
+                   "--out", str(args.out)]
         proc = subprocess.run(command, capture_output=True, text=True, env=os.environ)
         if proc.returncode != 0:
             raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
