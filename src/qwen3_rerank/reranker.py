@@ -135,7 +135,7 @@ class Reranker:
         show_progress: bool = False,
         score_graph: bool = True,
         prefix_reuse: bool = True,
-        q8_activations: str = "row",
+        q8_activations: str = "nbits8",
         yes_no_head: str = "auto",
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
@@ -162,10 +162,11 @@ class Reranker:
             prefix_reuse: run the part of the prompt that all documents of a query share
                 (system prompt, instruction, query) once, and reuse its KV cache for them all.
             q8_activations: for dynamic-int8 files (q8), how the score graph quantises
-                activations: ``"row"`` (one scale per token: a document's score depends on the
-                document alone, whatever its batch and with or without prefix reuse),
-                ``"nbits8"`` (8-bit ``MatMulNBits``, per token and block) or ``"tensor"`` (as
-                the file does: one scale per tensor, so scores move with batch composition).
+                activations: ``"nbits8"`` (8-bit ``MatMulNBits``, one scale per token and block
+                of 32: a document's score depends on the document alone, whatever its batch and
+                with or without prefix reuse), ``"row"`` (one scale per token, same property,
+                further from fp32) or ``"tensor"`` (as the file does: one scale per tensor, so
+                scores move with batch composition).
             yes_no_head: for quantised files, score with the float rows of "yes"/"no" that the
                 tied embedding table holds (``"float"``), with the quantised ``lm_head`` rows
                 (``"quantized"``), or (``"auto"``) the float ones for 4-bit heads, where they
@@ -476,7 +477,9 @@ class Reranker:
         return gaps
 
 
-def _score_graph_or_full(source, tokenizer: PromptTokenizer, *, activations: str = "row", head: str = "auto"):
+def _score_graph_or_full(
+    source, tokenizer: PromptTokenizer, *, activations: str = "nbits8", head: str = "auto"
+):
     """The cached score graph of ``source`` (built on first use), or ``source`` if none can be made."""
     from .score_graph import ACTIVATION_MODES, HEAD_MODES, ScoreGraphError, ensure_score_graph
 

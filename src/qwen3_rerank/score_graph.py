@@ -12,7 +12,7 @@ position, and a reranker needs two numbers at one position. The score graph
 * in a dynamic-int8 file (``DynamicQuantizeLinear`` → ``MatMulInteger``, what
   ``onnxruntime.quantization.quantize_dynamic`` and the published q8 files hold), quantises the
   activations per row (per token) instead of with one scale for the whole tensor
-  (``activations="row"``, the default): a token's numbers then depend on that token alone, so
+  (``activations="nbits8"``, the default, or ``"row"``): a token's numbers then depend on that token alone, so
   a document scores the same alone, in any batch, and with or without the shared-prefix pass;
 * where a quantised file still holds float rows of "yes" and "no" (the tied embedding table that
   the input ``Gather`` reads), can score with those rows instead of the quantised ``lm_head``
@@ -41,18 +41,20 @@ import numpy as np
 from .errors import ModelLoadError
 
 FORMAT_VERSION = 3
-#: How a dynamic-int8 graph's activations are quantised in the score graph: ``row`` (one scale per
-#: token, symmetric, as uint8 with zero point 128 so that ONNX Runtime's fast u8×s8 kernel runs
-#: it), ``nbits8`` (every int8 MatMul rewritten into an 8-bit ``com.microsoft.MatMulNBits`` with
-#: ``accuracy_level=4``, which quantises activations per row and per block of 32) or ``tensor``
-#: (as the source file does it: one scale per tensor, so rows depend on each other).
+#: How a dynamic-int8 graph's activations are quantised in the score graph: ``nbits8`` (the
+#: default: every int8 MatMul rewritten into an 8-bit ``com.microsoft.MatMulNBits`` with
+#: ``accuracy_level=4``, which quantises activations per row and per block of 32; as close to fp32
+#: as the per-tensor scheme on the 0.6B model, docs/benchmarks/q8-rows/), ``row`` (one scale per
+#: token, symmetric, as uint8 with zero point 128 so that ONNX Runtime's u8×s8 kernel runs it;
+#: measured further from fp32) or ``tensor`` (as the source file does it: one scale per tensor, so
+#: rows depend on each other).
 ACTIVATION_MODES = ("row", "nbits8", "tensor")
 #: Which yes/no head a quantised graph scores with: ``float`` (the float rows of the tied embedding
 #: table), ``quantized`` (the rows of the quantised ``lm_head``) or ``auto`` (the float rows for a
 #: 4-bit ``MatMulNBits`` head when they are found, the file's own head for an int8 one: what
 #: measured closer to fp32, docs/benchmarks/q8-head/).
 HEAD_MODES = ("auto", "float", "quantized")
-DEFAULT_ACTIVATIONS = "row"
+DEFAULT_ACTIVATIONS = "nbits8"
 DEFAULT_HEAD = "auto"
 NBITS8_BLOCK = 32
 OUTPUT = "yes_no_logits"
