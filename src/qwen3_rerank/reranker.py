@@ -137,6 +137,8 @@ class Reranker:
         show_progress: bool = False,
         score_graph: bool = True,
         prefix_reuse: bool = True,
+        q8_activations: str = "nbits8",
+        yes_no_head: str = "auto",
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
@@ -162,6 +164,16 @@ class Reranker:
                 position), built from the model file on first use and cached next to it.
             prefix_reuse: run the part of the prompt that all documents of a query share
                 (system prompt, instruction, query) once, and reuse its KV cache for them all.
+            q8_activations: for dynamic-int8 files (q8), how the score graph quantises
+                activations: ``"nbits8"`` (8-bit ``MatMulNBits``, one scale per token and block
+                of 32: a document's score depends on the document alone, whatever its batch and
+                with or without prefix reuse), ``"row"`` (one scale per token, same property,
+                further from fp32) or ``"tensor"`` (as the file does: one scale per tensor, so
+                scores move with batch composition).
+            yes_no_head: for quantised files, score with the float rows of "yes"/"no" that the
+                tied embedding table holds (``"float"``), with the quantised ``lm_head`` rows
+                (``"quantized"``), or (``"auto"``) the float ones for 4-bit heads, where they
+                measured closer to fp32, and the file's own for int8 heads, where they did not.
             template: the prompt, by name or as a :class:`~qwen3_rerank.prompt.PromptTemplate`:
                 ``official`` (default, the reference recipe's) or ``card`` (the ONNX model
                 card's Transformers.js code, to reproduce its numbers).
@@ -176,7 +188,7 @@ class Reranker:
         tokenizer = PromptTokenizer.from_file(files.tokenizer, pad_token=files.pad_token, template=template)
         onnx_path = files.onnx
         if score_graph:
-            onnx_path = _score_graph_or_full(files.onnx, tokenizer)
+            onnx_path = _score_graph_or_full(files.onnx, tokenizer, activations=q8_activations, head=yes_no_head)
         engine = OnnxEngine(onnx_path, config=files.config, device=device, providers=providers, threads=threads)
         if engine.is_score_graph:
             from .score_graph import score_graph_record
@@ -521,12 +533,18 @@ class _StopCheck:
         self.left -= rows
 
 
-def _score_graph_or_full(source, tokenizer: PromptTokenizer):
+def _score_graph_or_full(
+    source, tokenizer: PromptTokenizer, *, activations: str = "nbits8", head: str = "auto"
+):
     """The cached score graph of ``source`` (built on first use), or ``source`` if none can be made."""
-    from .score_graph import ScoreGraphError, ensure_score_graph
+    from .score_graph import ACTIVATION_MODES, HEAD_MODES, ScoreGraphError, ensure_score_graph
 
+    if activations not in ACTIVATION_MODES:
+        raise InputError(f"q8_activations must be one of {', '.join(ACTIVATION_MODES)}, got {activations!r}")
+    if head not in HEAD_MODES:
+        raise InputError(f"yes_no_head must be one of {', '.join(HEAD_MODES)}, got {head!r}")
     try:
-        return ensure_score_graph(source, tokenizer.yes_id, tokenizer.no_id)
+        return ensure_score_graph(source, tokenizer.yes_id, tokenizer.no_id, activations=activations, head=head)
     except (ScoreGraphError, OSError, ImportError) as exc:
         log.warning("qwen3-rerank: using the full graph of %s: no score graph (%s)", source.name, exc)
         return source

@@ -8,7 +8,16 @@ position, and a reranker needs two numbers at one position. The score graph
 * keeps only the ``lm_head`` rows of "yes" and "no" (plain, ``MatMulInteger`` int8 and
   ``MatMulNBits`` 4-bit weights are sliced in their own formats, so the numbers are exactly those
   the full graph computes), and drops the rest of that weight when nothing else uses it;
-* has one new output, ``yes_no_logits`` ``[batch, 2]`` float32, instead of ``logits``.
+* has one new output, ``yes_no_logits`` ``[batch, 2]`` float32, instead of ``logits``;
+* in a dynamic-int8 file (``DynamicQuantizeLinear`` → ``MatMulInteger``, what
+  ``onnxruntime.quantization.quantize_dynamic`` and the published q8 files hold), quantises the
+  activations per row (per token) instead of with one scale for the whole tensor
+  (``activations="nbits8"``, the default, or ``"row"``): a token's numbers then depend on that token alone, so
+  a document scores the same alone, in any batch, and with or without the shared-prefix pass;
+* where a quantised file still holds float rows of "yes" and "no" (the tied embedding table that
+  the input ``Gather`` reads), can score with those rows instead of the quantised ``lm_head``
+  (``head="auto"``, the default, does so for 4-bit heads when the rows are found and tied; see
+  ``docs/benchmarks/q8-head/`` for why not for int8 ones).
 
 A one-label sequence-classification graph (``logits`` ``[batch, seq, 1]``: a score head whose one
 column is ``lm_head[yes] - lm_head[no]``) gets the same gather; its head is kept whole (there is
@@ -36,7 +45,23 @@ import numpy as np
 
 from .errors import ModelLoadError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: How a dynamic-int8 graph's activations are quantised in the score graph: ``nbits8`` (the
+#: default: every int8 MatMul rewritten into an 8-bit ``com.microsoft.MatMulNBits`` with
+#: ``accuracy_level=4``, which quantises activations per row and per block of 32; as close to fp32
+#: as the per-tensor scheme on the 0.6B model, docs/benchmarks/q8-rows/), ``row`` (one scale per
+#: token, symmetric, as uint8 with zero point 128 so that ONNX Runtime's u8×s8 kernel runs it;
+#: measured further from fp32) or ``tensor`` (as the source file does it: one scale per tensor, so
+#: rows depend on each other).
+ACTIVATION_MODES = ("row", "nbits8", "tensor")
+#: Which yes/no head a quantised graph scores with: ``float`` (the float rows of the tied embedding
+#: table), ``quantized`` (the rows of the quantised ``lm_head``) or ``auto`` (the float rows for a
+#: 4-bit ``MatMulNBits`` head when they are found, the file's own head for an int8 one: what
+#: measured closer to fp32, docs/benchmarks/q8-head/).
+HEAD_MODES = ("auto", "float", "quantized")
+DEFAULT_ACTIVATIONS = "nbits8"
+DEFAULT_HEAD = "auto"
+NBITS8_BLOCK = 32
 OUTPUT = "yes_no_logits"
 #: Output of the score graph of a one-label sequence classifier: its logit, the yes − no gap.
 SEQ_CLS_OUTPUT = "relevance_logit"
@@ -58,8 +83,17 @@ class ScoreGraphError(ModelLoadError):
 # -- cache keyed by the source file's hash ----------------------------------------------------------
 
 
-def score_graph_path(source: Path) -> Path:
-    return source.with_name(source.stem + ".score.onnx")
+def score_graph_path(source: Path, activations: str = DEFAULT_ACTIVATIONS, head: str = DEFAULT_HEAD) -> Path:
+    """Where the score graph of ``source`` is cached; non-default options get their own file."""
+    tag = "" if (activations, head) == (DEFAULT_ACTIVATIONS, DEFAULT_HEAD) else f"-{activations}-{head}"
+    return source.with_name(f"{source.stem}.score{tag}.onnx")
+
+
+def _check_modes(activations: str, head: str) -> None:
+    if activations not in ACTIVATION_MODES:
+        raise ValueError(f"activations must be one of {', '.join(ACTIVATION_MODES)}, not {activations!r}")
+    if head not in HEAD_MODES:
+        raise ValueError(f"head must be one of {', '.join(HEAD_MODES)}, not {head!r}")
 
 
 def _sidecar(path: Path) -> Path:
@@ -84,13 +118,15 @@ def _data_stamps(source: Path) -> dict:
     return {p.name: _stamp(p) for p in sorted(source.parent.glob(source.name + "_data*"))}
 
 
-def cached_score_graph(source: Path, yes_id: int, no_id: int) -> Path | None:
+def cached_score_graph(
+    source: Path, yes_id: int, no_id: int, *, activations: str = DEFAULT_ACTIVATIONS, head: str = DEFAULT_HEAD
+) -> Path | None:
     """The score graph built from exactly this source file and these ids, if one is on disk.
 
     The key is the source's SHA-256; it is re-hashed only when the file's size or mtime differ
     from the ones recorded with it, so a warm start does not read the whole model.
     """
-    target = score_graph_path(source)
+    target = score_graph_path(source, activations, head)
     meta_path = _sidecar(target)
     if not (target.is_file() and meta_path.is_file()):
         return None
@@ -99,6 +135,8 @@ def cached_score_graph(source: Path, yes_id: int, no_id: int) -> Path | None:
     except (OSError, json.JSONDecodeError):
         return None
     if meta.get("format_version") != FORMAT_VERSION or meta.get("yes_no_ids") != [yes_id, no_id]:
+        return None
+    if meta.get("options") != {"activations": activations, "head": head}:
         return None
     if meta.get("data_stamps") != _data_stamps(source):
         return None
@@ -118,14 +156,34 @@ def score_graph_record(path: Path) -> dict:
         return {}
 
 
-def ensure_score_graph(source: Path, yes_id: int, no_id: int, *, keep_present: bool = True) -> Path:
-    """Path of the score graph for ``source``, building and caching it when missing or stale."""
-    cached = cached_score_graph(source, yes_id, no_id)
+def ensure_score_graph(
+    source: Path,
+    yes_id: int,
+    no_id: int,
+    *,
+    keep_present: bool = True,
+    activations: str = DEFAULT_ACTIVATIONS,
+    head: str = DEFAULT_HEAD,
+) -> Path:
+    """Path of the score graph for ``source``, building and caching it when missing or stale.
+
+    ``activations`` and ``head`` (see :data:`ACTIVATION_MODES`, :data:`HEAD_MODES`) matter only
+    for quantised sources; each combination is cached in its own file.
+    """
+    _check_modes(activations, head)
+    if (activations, head) != (DEFAULT_ACTIVATIONS, DEFAULT_HEAD):
+        # The options change nothing in a float graph: share the default file instead of a copy.
+        default = cached_score_graph(source, yes_id, no_id)
+        if (default is not None and score_graph_record(default).get("quantized") is False) or (
+            default is None and not _is_quantized(source)
+        ):
+            activations, head = DEFAULT_ACTIVATIONS, DEFAULT_HEAD
+    cached = cached_score_graph(source, yes_id, no_id, activations=activations, head=head)
     if cached is not None:
         return cached
-    target = score_graph_path(source)
+    target = score_graph_path(source, activations, head)
     try:
-        uses_gqa, output = _build(source, target, yes_id, no_id, keep_present=keep_present)
+        built = _build(source, target, yes_id, no_id, keep_present=keep_present, activations=activations, head=head)
     except ScoreGraphError:
         raise
     except Exception as exc:  # unreadable protobuf, missing external data, ...
@@ -140,14 +198,28 @@ def ensure_score_graph(source: Path, yes_id: int, no_id: int, *, keep_present: b
         "data_stamps": _data_stamps(source),
         "yes_no_ids": [yes_id, no_id],
         "keep_present": keep_present,
-        "group_query_attention": uses_gqa,
-        "output": output,
+        "options": {"activations": activations, "head": head},
+        **built,
         "own_data_size": own.stat().st_size if own.is_file() else None,
     }
     tmp = _sidecar(target).with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     os.replace(tmp, _sidecar(target))
     return target
+
+
+def _is_quantized(source: Path) -> bool:
+    """Whether a graph has quantised MatMuls (read without its external weights)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(source), load_external_data=False).graph
+    except Exception:
+        return True  # let the build report what is wrong
+    return any(node.op_type in _QUANTIZED_OPS for node in graph.node)
+
+
+_QUANTIZED_OPS = ("DynamicQuantizeLinear", "MatMulInteger", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
 
 
 # -- graph surgery ------------------------------------------------------------------------------------
@@ -381,8 +453,10 @@ def _norm_inputs(g: _Graph, hidden: str) -> tuple[list[str], list]:
     return [hidden], list(g.consumers[hidden])
 
 
-def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool) -> tuple[bool, str]:
-    """Build the score graph; returns whether it uses GroupQueryAttention, and its output's name."""
+def _build(
+    source, target, yes_id: int, no_id: int, *, keep_present: bool, activations: str, head: str
+) -> dict:
+    """Build the score graph; returns what to record about it (attention kind, head, activations)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -404,9 +478,19 @@ def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool) -> tu
     if columns == 1:  # one-label sequence classifier: the head's one column is the gap already
         output, width = SEQ_CLS_OUTPUT, 1
         hidden = _head_activation(g, lm_head)
+        head_used = "plain" if lm_head.op_type in ("MatMul", "Gemm") else "quantized"
     else:
         output, width = OUTPUT, 2
         hidden = _slice_lm_head(g, lm_head, [yes_id, no_id], base_dir, new_inits)
+        head_used = "plain" if lm_head.op_type in ("MatMul", "Gemm") else "quantized"
+        # "auto": the float rows for 4-bit heads, which they bring closer to fp32; an int8 head's
+        # rows are already as close (measured: docs/benchmarks/q8-head/), so the file's head stays.
+        wants_float = head == "float" or (head == "auto" and lm_head.op_type == "MatMulNBits")
+        if head_used == "quantized" and wants_float:
+            if _use_float_head(g, lm_head, hidden, [yes_id, no_id], base_dir, new_inits):
+                head_used = "float"
+            elif head == "float":
+                raise ScoreGraphError(f"{source.name} has no float rows of the yes/no tokens tied to its lm_head")
     tensors, users = _norm_inputs(g, hidden)
 
     # Index of each row's last real position among the new tokens, for either padding side:
@@ -452,6 +536,11 @@ def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool) -> tu
     graph.initializer.extend(consts + new_inits)
     _insert_topologically(graph, nodes)
 
+    quantized = any(node.op_type in _QUANTIZED_OPS for node in graph.node)
+    requantized = 0
+    if activations != "tensor":
+        requantized = _requantize_activations(model, activations, base_dir)
+
     kept = [o for o in graph.output if keep_present and o.name.startswith("present")]
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch_size", width]))
@@ -472,7 +561,13 @@ def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool) -> tu
         size_threshold=4096,
     )
     os.replace(tmp, target)
-    return any(node.op_type == "GroupQueryAttention" for node in graph.node), output
+    return {
+        "group_query_attention": any(node.op_type == "GroupQueryAttention" for node in graph.node),
+        "output": output,
+        "head": head_used,
+        "requantized_matmuls": requantized,
+        "quantized": quantized,
+    }
 
 
 def _inline_escaping_external_data(graph, base_dir: Path, target_dir: Path) -> None:
@@ -535,3 +630,274 @@ def _prune(graph) -> None:
     inits = [t for t in graph.initializer if t.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(inits)
+
+
+# -- the yes/no head of quantised graphs ---------------------------------------------------------------
+
+
+def _value_of(g: _Graph, name: str, base_dir: Path, new_inits: list) -> np.ndarray | None:
+    """A constant's value, whether it is in the source or was just added (a sliced weight)."""
+    from onnx import numpy_helper
+
+    for tensor in new_inits:
+        if tensor.name == name:
+            return numpy_helper.to_array(tensor)
+    return g.constant_array(name, base_dir) if name else None
+
+
+def _rows_of(tensor, rows: list[int], base_dir: Path) -> np.ndarray:
+    """Rows of a 2-D initializer, reading only those rows when its data is external (a 0.6B
+    embedding table is 620 MB; two rows are 8 KB)."""
+    from onnx import TensorProto, helper
+
+    if len(tensor.dims) != 2:
+        return _tensor_value(tensor, base_dir)[rows]
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    if tensor.data_location != TensorProto.EXTERNAL:
+        if not tensor.raw_data:
+            return _tensor_value(tensor, base_dir)[rows]
+        table = np.frombuffer(tensor.raw_data, dtype).reshape(tuple(tensor.dims))  # a view, no copy
+        return table[rows].copy()
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = Path(info["location"])
+    if location.is_absolute() or ".." in location.parts:
+        raise ScoreGraphError(f"external data location {info['location']!r} is outside the model folder")
+    width = int(tensor.dims[1])
+    row_bytes = width * dtype.itemsize
+    out = np.empty((len(rows), width), dtype)
+    with open(base_dir / location, "rb") as handle:
+        for k, row in enumerate(rows):
+            handle.seek(int(info.get("offset", 0)) + row * row_bytes)
+            raw = handle.read(row_bytes)
+            if len(raw) != row_bytes:
+                raise ScoreGraphError(f"external data of {tensor.name} is truncated in {location}")
+            out[k] = np.frombuffer(raw, dtype)
+    return out
+
+
+def _embedding_rows(g: _Graph, columns: list[int], base_dir: Path) -> np.ndarray | None:
+    """``[len(columns), hidden]`` float32 rows of the float table the input ``Gather`` reads."""
+    from onnx import TensorProto
+
+    for node in g.graph.node:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[1] != "input_ids":
+            continue
+        table = g.initializers.get(node.input[0])
+        if table is None or table.data_type not in (TensorProto.FLOAT, TensorProto.FLOAT16) or len(table.dims) != 2:
+            continue
+        if max(columns) >= table.dims[0]:
+            continue
+        return _rows_of(table, columns, base_dir).astype(np.float32)
+    return None
+
+
+def _int8_scale_chain(g: _Graph, node):
+    """For ``MatMulInteger`` → ``Cast`` → ``Mul(·, Mul(activation_scale, weight_scale))`` (what
+    ``quantize_dynamic`` writes): the final ``Mul`` node, the activation-scale name and the weight
+    scale's name; ``None`` for any other shape."""
+    casts = g.consumers.get(node.output[0], [])
+    if len(casts) != 1 or casts[0].op_type != "Cast":
+        return None
+    muls = g.consumers.get(casts[0].output[0], [])
+    if len(muls) != 1 or muls[0].op_type != "Mul":
+        return None
+    final = muls[0]
+    other = final.input[1] if final.input[0] == casts[0].output[0] else final.input[0]
+    scale_mul = g.producer.get(other)
+    quantizer = g.producer.get(node.input[0])
+    if scale_mul is None or scale_mul.op_type != "Mul" or quantizer is None:
+        return None
+    activation_scale = quantizer.output[1]
+    if activation_scale not in scale_mul.input:
+        return None
+    weight_scale = scale_mul.input[1] if scale_mul.input[0] == activation_scale else scale_mul.input[0]
+    return final, activation_scale, weight_scale
+
+
+def _dequantized_head(g: _Graph, node, columns: list[int], base_dir: Path, new_inits: list):
+    """The sliced quantised ``lm_head`` as float ``[hidden, 2]`` and the size of one quantisation
+    step per element (to tell whether float rows are the same weights), or ``None``."""
+    if node.op_type == "MatMulInteger":
+        chain = _int8_scale_chain(g, node)
+        weight = _value_of(g, node.input[1], base_dir, new_inits)
+        if chain is None or weight is None:
+            return None
+        zero = _value_of(g, node.input[3], base_dir, new_inits) if len(node.input) > 3 else None
+        scale = _value_of(g, chain[2], base_dir, new_inits)
+        if scale is None:
+            return None
+        scale = np.asarray(scale, np.float64)
+        if scale.ndim >= 1 and scale.shape[-1] not in (1, len(columns)):
+            scale = scale[..., columns]
+        zero = np.zeros(1) if zero is None else np.asarray(zero, np.float64)
+        values = (weight.astype(np.float64) - zero) * scale
+        return values, np.broadcast_to(scale, values.shape)
+    if node.op_type == "MatMulNBits":
+        bits, block, k = int(_attr(node, "bits", 4)), int(_attr(node, "block_size")), int(_attr(node, "K"))
+        if bits not in (4, 8) or (len(node.input) > 4 and any(node.input[4:])):
+            return None
+        packed = _value_of(g, node.input[1], base_dir, new_inits)
+        n, blocks = packed.shape[0], packed.shape[1]
+        if bits == 4:
+            codes = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, blocks, block)
+        else:
+            codes = packed.reshape(n, blocks, block)
+        scales = _value_of(g, node.input[2], base_dir, new_inits).astype(np.float64).reshape(n, blocks, 1)
+        zero_name = node.input[3] if len(node.input) > 3 else ""
+        if zero_name:
+            zero = _value_of(g, zero_name, base_dir, new_inits)
+            if zero.dtype != np.uint8:
+                return None
+            if bits == 4:
+                zero = np.stack([zero & 0x0F, zero >> 4], axis=-1).reshape(n, -1)[:, :blocks]
+            zero = zero.reshape(n, blocks, 1).astype(np.float64)
+        else:
+            zero = np.full((n, blocks, 1), 2.0 ** (bits - 1))
+        values = ((codes - zero) * scales).reshape(n, -1)[:, :k].T
+        return values, np.broadcast_to(scales, (n, blocks, block)).reshape(n, -1)[:, :k].T
+    return None
+
+
+def _use_float_head(g: _Graph, node, hidden: str, columns: list[int], base_dir: Path, new_inits: list) -> bool:
+    """Replace the sliced quantised ``lm_head`` by a float ``MatMul`` with the embedding table's
+    rows of the same tokens, when the graph has them and they are the weights ``lm_head`` was
+    quantised from (tied embeddings: every element within one quantisation step). Why: the two
+    rows then carry no weight quantisation error, and the last hidden state is not quantised at
+    all; the cost is a [hidden, 2] float MatMul on one position per row."""
+    from onnx import numpy_helper
+
+    rows = _embedding_rows(g, columns, base_dir)
+    quantized = _dequantized_head(g, node, columns, base_dir, new_inits)
+    if rows is None or quantized is None:
+        return False
+    values, step = quantized
+    weight = rows.T.astype(np.float64)
+    if weight.shape != values.shape or not np.all(np.abs(weight - values) <= 1.01 * np.abs(step) + 1e-12):
+        return False  # untied (or not the same table): those rows are not lm_head's
+    if node.op_type == "MatMulInteger":
+        target = _int8_scale_chain(g, node)[0]
+    else:
+        if len(node.input) > 5 and node.input[5]:
+            return False
+        target = node
+    new_inits.append(numpy_helper.from_array(np.ascontiguousarray(rows.T), "score.lm_head.float_weight"))
+    target.op_type, target.domain = "MatMul", ""
+    del target.attribute[:]
+    del target.input[:]
+    target.input.extend([hidden, "score.lm_head.float_weight"])
+    g.consumers[hidden].append(target)
+    return True
+
+
+# -- per-row activation quantisation of dynamic-int8 graphs ------------------------------------------
+
+
+def _requantize_activations(model, mode: str, base_dir: Path) -> int:
+    """Make every ``DynamicQuantizeLinear`` → ``MatMulInteger`` group quantise its activations per
+    row; returns how many MatMuls now do.
+
+    Why: ``DynamicQuantizeLinear`` takes one scale for the whole ``[batch, sequence, hidden]``
+    tensor, so a token's result depends on every other token in the run: on the batch's other
+    documents, on padding, and on whether the shared prefix ran in a separate pass. With one scale
+    per row (token) a token's numbers depend on that token alone. The weights are not touched
+    (``row``) or converted exactly (``nbits8``: uint8 = int8 + 128, zero point 128, the weight
+    scale in every block).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    g = _Graph(graph)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    new_inits: list = []
+    replace: dict[str, list] = {}  # first output of a node -> the nodes that replace it
+    count = 0
+
+    def const(name: str, array) -> str:
+        if name not in g.initializers and all(t.name != name for t in new_inits):
+            new_inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    for k, node in enumerate(list(graph.node)):
+        if node.op_type != "DynamicQuantizeLinear":
+            continue
+        quantized, scale, zero = node.output
+        users = g.consumers.get(quantized, [])
+        if not users or any(u.op_type != "MatMulInteger" or u.input[0] != quantized for u in users):
+            continue
+        x = node.input[0]
+        if mode == "row":
+            p = f"score.rowq.{k}"
+            axes = const("score.rowq.axes", np.array([-1], np.int64))
+            if opset >= 18:
+                reduce = helper.make_node("ReduceMax", [p + ".abs", axes], [p + ".max"], keepdims=1)
+            else:
+                reduce = helper.make_node("ReduceMax", [p + ".abs"], [p + ".max"], keepdims=1, axes=[-1])
+            replace[node.output[0]] = [
+                helper.make_node("Abs", [x], [p + ".abs"]),
+                reduce,
+                helper.make_node("Div", [p + ".max", const("score.rowq.127", np.float32(127))], [p + ".s"]),
+                helper.make_node("Max", [p + ".s", const("score.rowq.tiny", np.float32(1e-30))], [scale]),
+                helper.make_node("Div", [x, scale], [p + ".div"]),
+                helper.make_node("Round", [p + ".div"], [p + ".round"]),
+                helper.make_node(
+                    "Clip",
+                    [p + ".round", const("score.rowq.lo", np.float32(-127)), const("score.rowq.hi", np.float32(127))],
+                    [p + ".clip"],
+                ),
+                helper.make_node("Add", [p + ".clip", const("score.rowq.128", np.float32(128))], [p + ".shift"]),
+                helper.make_node("Cast", [p + ".shift"], [quantized], to=TensorProto.UINT8),
+            ]
+            const(zero, np.uint8(128))
+            count += len(users)
+            continue
+        # nbits8: each MatMulInteger chain becomes one MatMulNBits, placed where its final Mul was.
+        plans = []
+        for user in users:
+            chain = _int8_scale_chain(g, user)
+            weight = g.constant_array(user.input[1], base_dir)
+            wscale = g.constant_array(chain[2], base_dir) if chain else None
+            if chain is None or weight is None or wscale is None or weight.ndim != 2 or weight.dtype != np.int8:
+                plans = []
+                break
+            wzero = g.constant_array(user.input[3], base_dir) if len(user.input) > 3 and user.input[3] else None
+            plans.append((user, chain[0], weight, wscale, wzero))
+        for j, (user, final, weight, wscale, wzero) in enumerate(plans):
+            kdim, n = weight.shape
+            blocks = -(-kdim // NBITS8_BLOCK)
+            zero_col = np.broadcast_to(
+                (np.zeros(1, np.int16) if wzero is None else wzero.astype(np.int16)) + 128, (n,)
+            ).astype(np.uint8)
+            codes = np.empty((n, blocks * NBITS8_BLOCK), np.uint8)
+            codes[:] = zero_col[:, None]  # padding past K dequantises to 0
+            codes[:, :kdim] = (weight.astype(np.int16) + 128).T.astype(np.uint8)
+            scales = np.broadcast_to(np.asarray(wscale, np.float32), (n,))
+            p = f"score.q8n.{k}.{j}"
+            replace[final.output[0]] = [
+                helper.make_node(
+                    "MatMulNBits",
+                    [
+                        x,
+                        const(p + ".B", codes.reshape(n, blocks, NBITS8_BLOCK)),
+                        const(p + ".scales", np.repeat(scales, blocks).astype(np.float32)),
+                        const(p + ".zero_points", np.repeat(zero_col, blocks)),
+                    ],
+                    [final.output[0]],
+                    domain="com.microsoft",
+                    K=kdim,
+                    N=n,
+                    bits=8,
+                    block_size=NBITS8_BLOCK,
+                    accuracy_level=4,
+                )
+            ]
+            count += 1
+
+    nodes = []
+    for node in graph.node:
+        nodes.extend(replace.get(node.output[0], [node]) if node.output else [node])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(new_inits)
+    if mode == "nbits8" and not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return count
