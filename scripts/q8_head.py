@@ -91,8 +91,11 @@ def main() -> None:
     parser.add_argument("--doc-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--fp32-gaps", action="append",
-                        help="NAME=FILE: fp32 gaps of the same workload saved by q8_rows.py (fp32_gaps.json)")
+    parser.add_argument(
+        "--fp32-gaps",
+        action="append",
+        help="NAME=FILE: fp32 gaps of the same workload saved by q8_rows.py (fp32_gaps.json)",
+    )
     parser.add_argument("--notes", type=Path, help="a text file whose lines go under 'Notes' in README.md")
     parser.add_argument("--readme-only", action="store_true", help="rewrite README.md from results.json (+ --notes)")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
@@ -114,8 +117,24 @@ def main() -> None:
     from qwen3_rerank.files import DTYPE_FILES
 
     def run(model: str, dtype: str, head: str) -> dict:
-        command = [sys.executable, __file__, "--worker", model, dtype, head, "--model", "x", "--docs", str(args.docs),
-                   "--doc-tokens", str(args.doc_tokens), "--threads", str(args.threads), "--repeats", str(args.repeats)]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            model,
+            dtype,
+            head,
+            "--model",
+            "x",
+            "--docs",
+            str(args.docs),
+            "--doc-tokens",
+            str(args.doc_tokens),
+            "--threads",
+            str(args.threads),
+            "--repeats",
+            str(args.repeats),
+        ]
         proc = subprocess.run(command, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"{model} {dtype} {head}: {proc.stderr[-2000:]}")
@@ -128,8 +147,11 @@ def main() -> None:
         fp32_gaps[name] = saved.get("gaps_default", saved.get("gaps"))
     data = {
         "command": "PYTHONPATH=src python " + " ".join([f"scripts/{Path(__file__).name}", *sys.argv[1:]]),
-        "onnxruntime": onnxruntime.__version__, "threads": args.threads, "docs": args.docs,
-        "doc_tokens": args.doc_tokens, "models": {},
+        "onnxruntime": onnxruntime.__version__,
+        "threads": args.threads,
+        "docs": args.docs,
+        "doc_tokens": args.doc_tokens,
+        "models": {},
     }
     for spec in args.model:
         name, folder = spec.split("=", 1)
@@ -137,21 +159,29 @@ def main() -> None:
             reference = np.array(fp32_gaps[name])
         else:
             reference = np.array(run(folder, "fp32", "auto")["gaps"])
-        entry = {"dir": folder, "fp32_gap_max_abs": float(np.abs(reference).max()),
-                 "fp32_gap_mean_abs": float(np.abs(reference).mean()), "variants": {}}
+        entry = {
+            "dir": folder,
+            "fp32_gap_max_abs": float(np.abs(reference).max()),
+            "fp32_gap_mean_abs": float(np.abs(reference).mean()),
+            "variants": {},
+        }
         for dtype in args.dtypes.split(","):
             rows = {"files": file_bytes(Path(folder) / "onnx" / DTYPE_FILES[dtype])}
             for head in ("quantized", "float"):
                 row = run(folder, dtype, head)
                 diff = np.abs(np.array(row.pop("gaps")) - reference)
                 row.update(
-                    max_abs_gap_diff=float(diff.max()), mean_abs_gap_diff=float(diff.mean()),
+                    max_abs_gap_diff=float(diff.max()),
+                    mean_abs_gap_diff=float(diff.mean()),
                     max_rel_gap_diff=float(diff.max() / np.abs(reference).max()),
                     mean_rel_gap_diff=float(diff.mean() / np.abs(reference).mean()),
                 )
                 rows[head] = row
-                print(f"{name} {dtype} {head}: max {row['max_abs_gap_diff']:.4g} mean {row['mean_abs_gap_diff']:.4g} "
-                      f"{row['pairs_per_s']} pairs/s", file=sys.stderr)
+                print(
+                    f"{name} {dtype} {head}: max {row['max_abs_gap_diff']:.4g} mean {row['mean_abs_gap_diff']:.4g} "
+                    f"{row['pairs_per_s']} pairs/s",
+                    file=sys.stderr,
+                )
             entry["variants"][dtype] = rows
         data["models"][name] = entry
     if args.notes:
@@ -163,28 +193,45 @@ def main() -> None:
 
 
 def write_readme(out: Path, data: dict) -> None:
-    lines = ["# The yes/no head of quantised files: quantised lm_head rows or float embedding rows", "",
-             "Made by `scripts/q8_head.py`; numbers in `results.json`. Gap = logit(yes) − logit(no); error = |gap −",
-             "gap of the fp32 variant of the same checkpoint|, default path (score graph, prefix reuse, q8 activations",
-             f"per row), 1 query × {data['docs']} documents of ~{data['doc_tokens']} tokens; onnxruntime "
-             f"{data['onnxruntime']}, {data['threads']} threads.", "", "```", data["command"], "```", "",
-             "| model | variant | head | max abs Δgap | mean abs Δgap | max rel | mean rel | pairs/s | load before → after |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        "# The yes/no head of quantised files: quantised lm_head rows or float embedding rows",
+        "",
+        "Made by `scripts/q8_head.py`; numbers in `results.json`. Gap = logit(yes) − logit(no); error = |gap −",
+        "gap of the fp32 variant of the same checkpoint|, default path (score graph, prefix reuse, q8 activations",
+        f"per row), 1 query × {data['docs']} documents of ~{data['doc_tokens']} tokens; onnxruntime "
+        f"{data['onnxruntime']}, {data['threads']} threads.",
+        "",
+        "```",
+        data["command"],
+        "```",
+        "",
+        "| model | variant | head | max abs Δgap | mean abs Δgap | max rel | mean rel | pairs/s "
+        "| load before → after |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for name, entry in data["models"].items():
         for dtype, rows in entry["variants"].items():
             for head in ("quantized", "float"):
                 r = rows[head]
-                lines.append(f"| {name} | {dtype} | {head} ({r['head_used']}) | {r['max_abs_gap_diff']:.4g} | "
-                             f"{r['mean_abs_gap_diff']:.4g} | {r['max_rel_gap_diff']:.3g} | {r['mean_rel_gap_diff']:.3g} | "
-                             f"{r['pairs_per_s']} | {r['load_before']} → {r['load_after']} |")
-    lines += ["", "Relative = abs Δ / (max or mean) abs fp32 gap. Bytes in the files:", "",
-              "| model | file | total bytes | lm_head op | lm_head weight bytes | float embedding table bytes |",
-              "| --- | --- | ---: | --- | ---: | ---: |"]
+                lines.append(
+                    f"| {name} | {dtype} | {head} ({r['head_used']}) | {r['max_abs_gap_diff']:.4g} | "
+                    f"{r['mean_abs_gap_diff']:.4g} | {r['max_rel_gap_diff']:.3g} | {r['mean_rel_gap_diff']:.3g} | "
+                    f"{r['pairs_per_s']} | {r['load_before']} → {r['load_after']} |"
+                )
+    lines += [
+        "",
+        "Relative = abs Δ / (max or mean) abs fp32 gap. Bytes in the files:",
+        "",
+        "| model | file | total bytes | lm_head op | lm_head weight bytes | float embedding table bytes |",
+        "| --- | --- | ---: | --- | ---: | ---: |",
+    ]
     for name, entry in data["models"].items():
-        for dtype, rows in entry["variants"].items():
+        for rows in entry["variants"].values():
             f = rows["files"]
-            lines.append(f"| {name} | {f['file']} | {f['file_bytes']:,} | {f['lm_head_op']} | "
-                         f"{f['lm_head_weight_bytes']:,} | {f['embedding_table_bytes']:,} |")
+            lines.append(
+                f"| {name} | {f['file']} | {f['file_bytes']:,} | {f['lm_head_op']} | "
+                f"{f['lm_head_weight_bytes']:,} | {f['embedding_table_bytes']:,} |"
+            )
     if data.get("notes"):
         lines += ["", "## Notes", "", *data["notes"]]
     (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

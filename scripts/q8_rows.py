@@ -42,7 +42,9 @@ import numpy as np
 MODEL_VARIANTS: dict[str, dict] = {
     "fp32": {"dtype": "fp32"},
     "q8 per-tensor, whole prompt (as Transformers.js runs it)": {
-        "score_graph": False, "prefix_reuse": False, "batch_size": 1,
+        "score_graph": False,
+        "prefix_reuse": False,
+        "batch_size": 1,
     },
     # The same (the file's int8) yes/no head for all, so that only the activations differ.
     "q8 per-tensor (score graph)": {"q8_activations": "tensor", "yes_no_head": "quantized"},
@@ -66,7 +68,9 @@ def cpu_flags() -> dict:
             info["model"] = line.split(":", 1)[1].strip()
         if line.startswith("flags") and "flags" not in info:
             flags = line.split(":", 1)[1].split()
-            info["flags"] = sorted(f for f in flags if any(k in f for k in ("avx", "vnni", "amx", "fma", "f16c", "sse4")))
+            info["flags"] = sorted(
+                f for f in flags if any(k in f for k in ("avx", "vnni", "amx", "fma", "f16c", "sse4"))
+            )
     return info
 
 
@@ -90,63 +94,125 @@ def operator_level(threads: int, rows: int, repeats: int) -> dict:
 
     def session(nodes, inits):
         graph = helper.make_graph(
-            nodes, "g", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [1, None, k])],
-            [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits,
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("A", TensorProto.FLOAT, [1, None, k])],
+            [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+            inits,
         )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+        )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     base = [nh.from_array(weight, "W"), nh.from_array(np.int8(0), "Wz"), nh.from_array(w_scale, "Ws")]
-    tail = [helper.make_node("Cast", ["i"], ["f"], to=1), helper.make_node("Mul", ["s", "Ws"], ["sw"]),
-            helper.make_node("Mul", ["f", "sw"], ["Y"])]
-    consts = [nh.from_array(np.array([-1], np.int64), "ax"), nh.from_array(np.float32(127), "c127"),
-              nh.from_array(np.float32(1e-30), "tiny"), nh.from_array(np.float32(-127), "lo"),
-              nh.from_array(np.float32(127), "hi"), nh.from_array(np.float32(128), "off"),
-              nh.from_array(np.uint8(128), "z128"), nh.from_array(np.float32(0), "zero"),
-              nh.from_array(np.float32(255), "c255"), nh.from_array(np.float32(255), "hi255"),
-              nh.from_array(weight.astype(np.int32).sum(0).astype(np.int32), "colsum")]
-    sym_scale = [helper.make_node("Abs", ["A"], ["a"]), helper.make_node("ReduceMax", ["a", "ax"], ["m"], keepdims=1),
-                 helper.make_node("Div", ["m", "c127"], ["s0"]), helper.make_node("Max", ["s0", "tiny"], ["s"]),
-                 helper.make_node("Div", ["A", "s"], ["d"]), helper.make_node("Round", ["d"], ["r"]),
-                 helper.make_node("Clip", ["r", "lo", "hi"], ["cl"])]
+    tail = [
+        helper.make_node("Cast", ["i"], ["f"], to=1),
+        helper.make_node("Mul", ["s", "Ws"], ["sw"]),
+        helper.make_node("Mul", ["f", "sw"], ["Y"]),
+    ]
+    consts = [
+        nh.from_array(np.array([-1], np.int64), "ax"),
+        nh.from_array(np.float32(127), "c127"),
+        nh.from_array(np.float32(1e-30), "tiny"),
+        nh.from_array(np.float32(-127), "lo"),
+        nh.from_array(np.float32(127), "hi"),
+        nh.from_array(np.float32(128), "off"),
+        nh.from_array(np.uint8(128), "z128"),
+        nh.from_array(np.float32(0), "zero"),
+        nh.from_array(np.float32(255), "c255"),
+        nh.from_array(np.float32(255), "hi255"),
+        nh.from_array(weight.astype(np.int32).sum(0).astype(np.int32), "colsum"),
+    ]
+    sym_scale = [
+        helper.make_node("Abs", ["A"], ["a"]),
+        helper.make_node("ReduceMax", ["a", "ax"], ["m"], keepdims=1),
+        helper.make_node("Div", ["m", "c127"], ["s0"]),
+        helper.make_node("Max", ["s0", "tiny"], ["s"]),
+        helper.make_node("Div", ["A", "s"], ["d"]),
+        helper.make_node("Round", ["d"], ["r"]),
+        helper.make_node("Clip", ["r", "lo", "hi"], ["cl"]),
+    ]
     sessions = {
         "per-tensor DynamicQuantizeLinear + MatMulInteger (published)": session(
-            [helper.make_node("DynamicQuantizeLinear", ["A"], ["q", "s", "z"]),
-             helper.make_node("MatMulInteger", ["q", "W", "z", "Wz"], ["i"]), *tail], base),
+            [
+                helper.make_node("DynamicQuantizeLinear", ["A"], ["q", "s", "z"]),
+                helper.make_node("MatMulInteger", ["q", "W", "z", "Wz"], ["i"]),
+                *tail,
+            ],
+            base,
+        ),
         "per-row symmetric, uint8 zp 128, MatMulInteger u8xs8 (ours: row)": session(
-            [*sym_scale, helper.make_node("Add", ["cl", "off"], ["o"]),
-             helper.make_node("Cast", ["o"], ["q"], to=TensorProto.UINT8),
-             helper.make_node("MatMulInteger", ["q", "W", "z128", "Wz"], ["i"]), *tail], base + consts),
+            [
+                *sym_scale,
+                helper.make_node("Add", ["cl", "off"], ["o"]),
+                helper.make_node("Cast", ["o"], ["q"], to=TensorProto.UINT8),
+                helper.make_node("MatMulInteger", ["q", "W", "z128", "Wz"], ["i"]),
+                *tail,
+            ],
+            base + consts,
+        ),
         "per-row symmetric int8, MatMulInteger s8xs8": session(
-            [*sym_scale, helper.make_node("Cast", ["cl"], ["q"], to=TensorProto.INT8),
-             helper.make_node("MatMulInteger", ["q", "W"], ["i"]), *tail], base + consts),
+            [
+                *sym_scale,
+                helper.make_node("Cast", ["cl"], ["q"], to=TensorProto.INT8),
+                helper.make_node("MatMulInteger", ["q", "W"], ["i"]),
+                *tail,
+            ],
+            base + consts,
+        ),
         "per-row asymmetric uint8 + column-sum correction": session(
-            [helper.make_node("ReduceMax", ["A", "ax"], ["mx0"], keepdims=1),
-             helper.make_node("ReduceMin", ["A", "ax"], ["mn0"], keepdims=1),
-             helper.make_node("Max", ["mx0", "zero"], ["mx"]), helper.make_node("Min", ["mn0", "zero"], ["mn"]),
-             helper.make_node("Sub", ["mx", "mn"], ["rg"]), helper.make_node("Div", ["rg", "c255"], ["s0"]),
-             helper.make_node("Max", ["s0", "tiny"], ["s"]), helper.make_node("Div", ["mn", "s"], ["zn"]),
-             helper.make_node("Neg", ["zn"], ["zn2"]), helper.make_node("Round", ["zn2"], ["zr"]),
-             helper.make_node("Clip", ["zr", "zero", "hi255"], ["zc"]), helper.make_node("Div", ["A", "s"], ["d"]),
-             helper.make_node("Round", ["d"], ["r"]), helper.make_node("Add", ["r", "zc"], ["rz"]),
-             helper.make_node("Clip", ["rz", "zero", "hi255"], ["cl"]),
-             helper.make_node("Cast", ["cl"], ["q"], to=TensorProto.UINT8),
-             helper.make_node("MatMulInteger", ["q", "W"], ["i0"]),
-             helper.make_node("Cast", ["zc"], ["zi"], to=TensorProto.INT32),
-             helper.make_node("Mul", ["zi", "colsum"], ["corr"]), helper.make_node("Sub", ["i0", "corr"], ["i"]),
-             *tail], base + consts),
+            [
+                helper.make_node("ReduceMax", ["A", "ax"], ["mx0"], keepdims=1),
+                helper.make_node("ReduceMin", ["A", "ax"], ["mn0"], keepdims=1),
+                helper.make_node("Max", ["mx0", "zero"], ["mx"]),
+                helper.make_node("Min", ["mn0", "zero"], ["mn"]),
+                helper.make_node("Sub", ["mx", "mn"], ["rg"]),
+                helper.make_node("Div", ["rg", "c255"], ["s0"]),
+                helper.make_node("Max", ["s0", "tiny"], ["s"]),
+                helper.make_node("Div", ["mn", "s"], ["zn"]),
+                helper.make_node("Neg", ["zn"], ["zn2"]),
+                helper.make_node("Round", ["zn2"], ["zr"]),
+                helper.make_node("Clip", ["zr", "zero", "hi255"], ["zc"]),
+                helper.make_node("Div", ["A", "s"], ["d"]),
+                helper.make_node("Round", ["d"], ["r"]),
+                helper.make_node("Add", ["r", "zc"], ["rz"]),
+                helper.make_node("Clip", ["rz", "zero", "hi255"], ["cl"]),
+                helper.make_node("Cast", ["cl"], ["q"], to=TensorProto.UINT8),
+                helper.make_node("MatMulInteger", ["q", "W"], ["i0"]),
+                helper.make_node("Cast", ["zc"], ["zi"], to=TensorProto.INT32),
+                helper.make_node("Mul", ["zi", "colsum"], ["corr"]),
+                helper.make_node("Sub", ["i0", "corr"], ["i"]),
+                *tail,
+            ],
+            base + consts,
+        ),
     }
     for block in (32, 128):
         blocks = k // block
         codes = (weight.astype(np.int16) + 128).astype(np.uint8).T.reshape(n, blocks, block)
         sessions[f"MatMulNBits bits=8 block {block} accuracy_level=4 (ours: nbits8 uses 32)"] = session(
-            [helper.make_node("MatMulNBits", ["A", "B", "S", "Z"], ["Y"], domain="com.microsoft", K=k, N=n, bits=8,
-                              block_size=block, accuracy_level=4)],
-            [nh.from_array(codes, "B"), nh.from_array(np.full(n * blocks, w_scale, np.float32), "S"),
-             nh.from_array(np.full(n * blocks, 128, np.uint8), "Z")],
+            [
+                helper.make_node(
+                    "MatMulNBits",
+                    ["A", "B", "S", "Z"],
+                    ["Y"],
+                    domain="com.microsoft",
+                    K=k,
+                    N=n,
+                    bits=8,
+                    block_size=block,
+                    accuracy_level=4,
+                )
+            ],
+            [
+                nh.from_array(codes, "B"),
+                nh.from_array(np.full(n * blocks, w_scale, np.float32), "S"),
+                nh.from_array(np.full(n * blocks, 128, np.uint8), "Z"),
+            ],
         )
     out = {"shape": {"M": rows, "K": k, "N": n}, "threads": threads, "load_before": load_average(), "schemes": {}}
     for name, sess in sessions.items():
@@ -196,10 +262,13 @@ def worker(args) -> None:
         reranker.score(query, docs)
         times.append(time.perf_counter() - start)
     result = {
-        "variant": args.variant, "kwargs": kwargs, "load_s": round(load_s, 2),
+        "variant": args.variant,
+        "kwargs": kwargs,
+        "load_s": round(load_s, 2),
         "pairs_per_s": round(len(docs) / statistics.median(times), 3),
         "seconds_per_call": [round(t, 3) for t in times],
-        "gaps_default": default.tolist(), "load_before": load_before,
+        "gaps_default": default.tolist(),
+        "load_before": load_before,
     }
     if kwargs.get("score_graph", True) and kwargs["dtype"] == "q8":
         engine = dict(kwargs, threads=args.threads)
@@ -231,10 +300,26 @@ def model_level(args) -> dict:
         if done.is_file():  # measured by an earlier, interrupted run
             rows[variant] = json.loads(done.read_text())
             continue
-        command = [sys.executable, __file__, "--worker", variant, "--model", str(args.model), "--threads",
-                   str(args.threads), "--docs", str(args.docs), "--doc-tokens", str(args.doc_tokens),
-                   "--repeats", str(args.repeats), "--independence-docs", str(args.independence_docs),
-                   "--out", str(args.out)]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            variant,
+            "--model",
+            str(args.model),
+            "--threads",
+            str(args.threads),
+            "--docs",
+            str(args.docs),
+            "--doc-tokens",
+            str(args.doc_tokens),
+            "--repeats",
+            str(args.repeats),
+            "--independence-docs",
+            str(args.independence_docs),
+            "--out",
+            str(args.out),
+        ]
         proc = subprocess.run(command, capture_output=True, text=True, env=os.environ)
         if proc.returncode != 0:
             raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
@@ -280,7 +365,8 @@ def write_readme(out: Path, data: dict) -> None:
             f"Gap scale: fp32 |gap| max {m['fp32_gap_max_abs']:.3g}, mean {m['fp32_gap_mean_abs']:.3g} "
             "(random weights: gaps are small, so relative figures matter).",
             "",
-            "| variant | pairs/s | max abs Δgap vs fp32 | mean abs Δgap | max Δ / max abs fp32 gap | prefix reuse vs alone | batched vs alone | load before → after |",
+            "| variant | pairs/s | max abs Δgap vs fp32 | mean abs Δgap | max Δ / max abs fp32 gap "
+            "| prefix reuse vs alone | batched vs alone | load before → after |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for name, row in m["variants"].items():
@@ -304,8 +390,10 @@ def write_readme(out: Path, data: dict) -> None:
             "| --- | ---: | ---: | ---: | ---: |",
         ]
         for name, row in o["schemes"].items():
-            lines.append(f"| {name} | {row['ms_median']:.2f} | {row['max_rel_error']:.3g} | "
-                         f"{row['mean_rel_error']:.3g} | {row['row_dependence']:.3g} |")
+            lines.append(
+                f"| {name} | {row['ms_median']:.2f} | {row['max_rel_error']:.3g} | "
+                f"{row['mean_rel_error']:.3g} | {row['row_dependence']:.3g} |"
+            )
         lines.append("")
     notes = data.get("notes")
     if notes:
@@ -322,10 +410,17 @@ def main() -> None:
     parser.add_argument("--doc-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--operator-rows", type=int, default=160)
-    parser.add_argument("--independence-docs", type=int, default=30,
-                        help="how many of the documents are also scored alone and batched without prefix reuse")
-    parser.add_argument("--whole-prompt", action="store_true",
-                        help="also the plain graph on whole prompts, one at a time (as Transformers.js runs it; slow)")
+    parser.add_argument(
+        "--independence-docs",
+        type=int,
+        default=30,
+        help="how many of the documents are also scored alone and batched without prefix reuse",
+    )
+    parser.add_argument(
+        "--whole-prompt",
+        action="store_true",
+        help="also the plain graph on whole prompts, one at a time (as Transformers.js runs it; slow)",
+    )
     parser.add_argument("--skip-operator", action="store_true")
     parser.add_argument("--notes", type=Path, help="a text file whose lines go under 'Notes' in README.md")
     parser.add_argument("--readme-only", action="store_true", help="rewrite README.md from results.json (+ --notes)")
@@ -346,7 +441,9 @@ def main() -> None:
 
     data = {
         "command": "PYTHONPATH=src python " + " ".join([f"scripts/{Path(__file__).name}", *sys.argv[1:]]),
-        "cpu": cpu_flags(), "onnxruntime": onnxruntime.__version__, "threads": args.threads,
+        "cpu": cpu_flags(),
+        "onnxruntime": onnxruntime.__version__,
+        "threads": args.threads,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if not args.skip_operator:

@@ -114,8 +114,10 @@ def _untied(model_dir, out_dir):
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     for node in list(graph.node):
-        if node.op_type == "Transpose" and node.input[0] in inits and any(
-            c.op_type == "MatMul" and c.output[0] == "logits" for c in graph.node if node.output[0] in c.input
+        if (
+            node.op_type == "Transpose"
+            and node.input[0] in inits
+            and any(c.op_type == "MatMul" and c.output[0] == "logits" for c in graph.node if node.output[0] in c.input)
         ):
             weight = numpy_helper.to_array(inits[node.input[0]])
             graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight.T), "lm_head.untied"))
@@ -135,8 +137,12 @@ def test_score_graph_of_quantized_lm_heads(tmp_path, tiny_model_dir):
 
     folder = tmp_path / "q"
     source = _untied(tiny_model_dir, folder)
-    quantize_dynamic(str(source), str(folder / "onnx" / "model_quantized.onnx"), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul", "Gemm"])
+    quantize_dynamic(
+        str(source),
+        str(folder / "onnx" / "model_quantized.onnx"),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Gemm"],
+    )
     quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), block_size=32, is_symmetric=False)
     quantizer.process()
     onnx.save_model(quantizer.model.model, str(folder / "onnx" / "model_q4.onnx"))
@@ -177,8 +183,9 @@ def test_float_head_is_the_tied_embedding_rows(tmp_path, tiny_model_dir, tokeniz
         ids = [tokenizer.yes_id, tokenizer.no_id]
         # auto keeps an int8 head (the float rows measured no closer to fp32 there)
         assert score_graph_record(ensure_score_graph(target, *ids))["head"] == "quantized"
-        table = numpy_helper.to_array(next(t for t in onnx.load(str(source)).graph.initializer
-                                           if t.name == "model.lm_head.weight"))
+        table = numpy_helper.to_array(
+            next(t for t in onnx.load(str(source)).graph.initializer if t.name == "model.lm_head.weight")
+        )
         if tied:
             path = ensure_score_graph(target, *ids, head="float")
             assert score_graph_record(path)["head"] == "float"
@@ -233,9 +240,12 @@ def test_prefix_split_never_changes_token_ids(reranker, official, query, docs, i
     whole = official.token_ids(query, docs, instruction)  # the reference tokenizer on whole prompts
     n = request.shared_prefix
     tokenizer = reranker.tokenizer
-    shared = tokenizer.prefix_ids + tokenizer.tokenizer.encode(content_head(query, instruction), add_special_tokens=False).ids
+    shared = (
+        tokenizer.prefix_ids
+        + tokenizer.tokenizer.encode(content_head(query, instruction), add_special_tokens=False).ids
+    )
     assert n == len(shared)
-    for seq, reuses, ref in zip(request.sequences, request.reuses_prefix, whole):
+    for seq, reuses, ref in zip(request.sequences, request.reuses_prefix, whole, strict=True):
         assert list(seq) == ref
         # Reused exactly when the whole prompt starts with the separately tokenized prefix.
         assert reuses == (ref[:n] == shared and len(ref) > n)
@@ -257,13 +267,18 @@ def test_optimize_command_builds_every_variant(tmp_path, exported):
     shutil.copytree(exported, folder)
     for stale in folder.glob("onnx/*.score.*"):
         stale.unlink()
-    proc = subprocess.run([sys.executable, "-m", "qwen3_rerank", "optimize", str(folder)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qwen3_rerank", "optimize", str(folder)], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert sorted(line["dtype"] for line in lines) == ["fp16", "fp32", "q4", "q8"]
     for line in lines:
         assert (folder / "onnx" / line["score_graph"].split("/")[-1]).is_file()
-    bad = subprocess.run([sys.executable, "-m", "qwen3_rerank", "optimize", str(tmp_path / "nothing")],
-                         capture_output=True, text=True, timeout=600)
+    bad = subprocess.run(
+        [sys.executable, "-m", "qwen3_rerank", "optimize", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -269,13 +269,17 @@ class Reranker:
             by_query.setdefault(query, []).append(i)
         requests = [
             self._prepare(
-                [pairs[i] for i in indices], instruction=instruction, truncate=truncate, max_doc_tokens=None, query=query
+                [pairs[i] for i in indices],
+                instruction=instruction,
+                truncate=truncate,
+                max_doc_tokens=None,
+                query=query,
             )
             for query, indices in by_query.items()
         ]
         scores = [0.0] * len(pairs)
-        for indices, values in zip(by_query.values(), self.score_requests(requests, raw=raw)):
-            for i, value in zip(indices, values):
+        for indices, values in zip(by_query.values(), self.score_requests(requests, raw=raw), strict=True):
+            for i, value in zip(indices, values, strict=True):
                 scores[i] = value
         return scores
 
@@ -394,8 +398,7 @@ class Reranker:
         clients have all gone; ``threading.Event().is_set`` works too.
         """
         return [
-            [d.score for d in docs]
-            for docs in self.score_requests_detailed(requests, raw=raw, should_stop=should_stop)
+            [d.score for d in docs] for docs in self.score_requests_detailed(requests, raw=raw, should_stop=should_stop)
         ]
 
     def score_requests_detailed(
@@ -408,7 +411,7 @@ class Reranker:
         """Like :meth:`score_requests`, with each chunked document's best window."""
         values = self._sequence_scores(requests, raw=raw, should_stop=should_stop)
         out = []
-        for request, seq_values in zip(requests, values):
+        for request, seq_values in zip(requests, values, strict=True):
             if request.window_counts is None:
                 out.append([ScoredDocument(float(v)) for v in seq_values])
                 continue
@@ -435,7 +438,7 @@ class Reranker:
             start += len(request)
         progress = self._progress(total)
         try:
-            for request, offset in zip(requests, offsets):
+            for request, offset in zip(requests, offsets, strict=True):
                 reuse = [i for i, ok in enumerate(request.reuses_prefix) if ok] if self.prefix_reuse else []
                 if len(reuse) < 2:  # a prefix pass pays off only when two or more documents share it
                     reuse = []
@@ -450,7 +453,7 @@ class Reranker:
             if progress is not None:
                 progress.close()
         values = gaps if raw else sigmoid(gaps)
-        return [values[o : o + len(r)] for r, o in zip(requests, offsets)]
+        return [values[o : o + len(r)] for r, o in zip(requests, offsets, strict=True)]
 
     def _progress(self, total: int):
         if not self.show_progress or total < 2:
@@ -533,9 +536,7 @@ class _StopCheck:
         self.left -= rows
 
 
-def _score_graph_or_full(
-    source, tokenizer: PromptTokenizer, *, activations: str = "nbits8", head: str = "auto"
-):
+def _score_graph_or_full(source, tokenizer: PromptTokenizer, *, activations: str = "nbits8", head: str = "auto"):
     """The cached score graph of ``source`` (built on first use), or ``source`` if none can be made."""
     from .score_graph import ACTIVATION_MODES, HEAD_MODES, ScoreGraphError, ensure_score_graph
 

@@ -219,7 +219,13 @@ def _is_quantized(source: Path) -> bool:
     return any(node.op_type in _QUANTIZED_OPS for node in graph.node)
 
 
-_QUANTIZED_OPS = ("DynamicQuantizeLinear", "MatMulInteger", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+_QUANTIZED_OPS = (
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "MatMulNBits",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+)
 
 
 # -- graph surgery ------------------------------------------------------------------------------------
@@ -329,6 +335,7 @@ def _head_columns(g: _Graph, node) -> int | None:
 
     Read from the weight's declared dims, so no weight data is loaded; None when unknown.
     """
+
     def dims(name: str) -> list[int] | None:
         if name in g.initializers:
             return list(g.initializers[name].dims)
@@ -397,11 +404,15 @@ def _slice_lm_head(g: _Graph, node, columns: list[int], base_dir: Path, new_init
         packed = g.constant_array(node.input[1], base_dir)
         node.input[1] = add("score.lm_head.B", packed[columns])
         scales = g.constant_array(node.input[2], base_dir)
-        node.input[2] = add("score.lm_head.scales", scales.reshape(n, -1)[columns].reshape(-1 if scales.ndim == 1 else (len(columns), -1)))
+        node.input[2] = add(
+            "score.lm_head.scales",
+            scales.reshape(n, -1)[columns].reshape(-1 if scales.ndim == 1 else (len(columns), -1)),
+        )
         if len(node.input) > 3 and node.input[3]:
             zero = g.constant_array(node.input[3], base_dir)
             node.input[3] = add(
-                "score.lm_head.zero_points", zero.reshape(n, -1)[columns].reshape(-1 if zero.ndim == 1 else (len(columns), -1))
+                "score.lm_head.zero_points",
+                zero.reshape(n, -1)[columns].reshape(-1 if zero.ndim == 1 else (len(columns), -1)),
             )
         if len(node.input) > 4 and node.input[4]:
             raise ScoreGraphError("MatMulNBits lm_head with g_idx is not supported")
@@ -425,7 +436,9 @@ def _cut_per_column_scales(g: _Graph, node, vocab: int, columns, base_dir, add) 
                     for k, name in enumerate(consumer.input):
                         value = g.constant_array(name, base_dir) if name != tensor else None
                         if value is not None and value.ndim >= 1 and value.shape[-1] == vocab:
-                            consumer.input[k] = add(f"score.lm_head.{consumer.op_type.lower()}_{k}", value[..., columns])
+                            consumer.input[k] = add(
+                                f"score.lm_head.{consumer.op_type.lower()}_{k}", value[..., columns]
+                            )
                 nxt.extend(consumer.output)
         frontier = nxt
 
@@ -453,9 +466,7 @@ def _norm_inputs(g: _Graph, hidden: str) -> tuple[list[str], list]:
     return [hidden], list(g.consumers[hidden])
 
 
-def _build(
-    source, target, yes_id: int, no_id: int, *, keep_present: bool, activations: str, head: str
-) -> dict:
+def _build(source, target, yes_id: int, no_id: int, *, keep_present: bool, activations: str, head: str) -> dict:
     """Build the score graph; returns what to record about it (attention kind, head, activations)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -505,7 +516,9 @@ def _build(
     nodes = [
         helper.make_node("Shape", ["input_ids"], ["score.seq_len"], start=1, end=2),
         helper.make_node("Neg", ["score.seq_len"], ["score.neg_seq_len"]),
-        helper.make_node("Slice", ["attention_mask", "score.neg_seq_len", "score.int_max", "score.axis1"], ["score.new_mask"]),
+        helper.make_node(
+            "Slice", ["attention_mask", "score.neg_seq_len", "score.int_max", "score.axis1"], ["score.new_mask"]
+        ),
         helper.make_node("Cast", ["score.new_mask"], ["score.new_mask_f"], to=TensorProto.FLOAT),
         helper.make_node("Squeeze", ["score.seq_len"], ["score.seq_len_scalar"]),
         helper.make_node("Add", ["score.seq_len_scalar", "score.one_scalar"], ["score.range_end"]),
@@ -557,7 +570,11 @@ def _build(
     data.unlink(missing_ok=True)  # onnx appends to an existing data file
     tmp = target.with_name(target.name + ".tmp")
     onnx.save_model(
-        model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
+        model,
+        str(tmp),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data.name,
         size_threshold=4096,
     )
     os.replace(tmp, target)
@@ -861,7 +878,7 @@ def _requantize_activations(model, mode: str, base_dir: Path) -> int:
                 break
             wzero = g.constant_array(user.input[3], base_dir) if len(user.input) > 3 and user.input[3] else None
             plans.append((user, chain[0], weight, wscale, wzero))
-        for j, (user, final, weight, wscale, wzero) in enumerate(plans):
+        for j, (_user, final, weight, wscale, wzero) in enumerate(plans):
             kdim, n = weight.shape
             blocks = -(-kdim // NBITS8_BLOCK)
             zero_col = np.broadcast_to(
