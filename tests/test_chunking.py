@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from qwen3_rerank import InputError, Reranker
@@ -76,7 +78,7 @@ def test_windows_cover_the_document_with_overlap(short_context):
     encoding = tok.encode(LONG_DOC, add_special_tokens=False)
     windows = split_windows(encoding.offsets, len(LONG_DOC), 100, 25)
     assert windows[0].token_start == 0 and windows[-1].token_end == len(encoding.ids)
-    for a, b in zip(windows, windows[1:], strict=True):
+    for a, b in pairwise(windows):
         assert a.token_end - b.token_start == 25
         assert b.char_start < a.char_end
     # each window's text is exactly the text of its tokens: every token of the window lies inside its
