@@ -17,7 +17,9 @@ whole life, and the weights are read from that mapping at every run. So:
 The check is two ``stat`` calls per watched file (one on the path, one on a descriptor held
 open on the file that was loaded), done on each rerank request, before each model step and on
 ``/ready``: microseconds, and it catches a change before the model reads the changed pages,
-unless the change lands during a step.
+unless the change lands during a step. It goes by size and modification time, so a ``touch`` of a
+mapped weight file counts as a change too: telling equal bytes from new ones would mean reading
+the whole file.
 """
 
 from __future__ import annotations
