@@ -88,31 +88,58 @@ def window_mean(samples: list[tuple[int, float, int]], low: int, high: int) -> f
 
 
 def plot(samples: list[tuple[int, float, int]], windows: dict[str, Any], out: Path, title: str) -> None:
+    """The RSS curve: full scale from 0 above, the part after the warm-up magnified below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    ax.plot([s[0] for s in samples], [s[2] / 2**20 for s in samples], lw=1.2, label="server RSS")
-    for name, color in (("first", "tab:green"), ("last", "tab:red")):
-        w = windows[name]
-        ax.axvspan(w["from"], w["to"], color=color, alpha=0.12, label=f"{name} window: {w['mean_mib']:.1f} MiB")
-    ax.axvline(windows["warm_up"], color="grey", ls="--", lw=1, label="end of warm-up")
-    ax.set_xlabel("requests answered")
-    ax.set_ylabel("resident memory (MiB)")
-    ax.set_title(title, fontsize=10)
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    fig, (full, zoom) = plt.subplots(2, 1, figsize=(8, 6.5), dpi=110, sharex=True)
+    x = [s[0] for s in samples]
+    y = [s[2] / 2**20 for s in samples]
+    after = [v for answers, v in zip(x, y, strict=True) if answers > windows["warm_up"]]
+    for ax in (full, zoom):
+        ax.plot(x, y, lw=1.2, label="server RSS")
+        for name, color in (("first", "tab:green"), ("last", "tab:red")):
+            w = windows[name]
+            ax.axvspan(w["from"], w["to"], color=color, alpha=0.12, label=f"{name} window: {w['mean_mib']:.2f} MiB")
+        ax.axvline(windows["warm_up"], color="grey", ls="--", lw=1, label="end of warm-up")
+        ax.set_ylabel("resident memory (MiB)")
+        ax.grid(alpha=0.3)
+    full.set_ylim(bottom=0)
+    full.set_title(title, fontsize=9)
+    full.legend(loc="lower right", fontsize=8)
+    low, high = min(after), max(after)
+    zoom.set_ylim(low - 0.05 * low, high + 0.05 * low)  # a band of ±5% of the level: the target's scale
+    zoom.set_title("after the warm-up, y axis ±5% around the curve", fontsize=9)
+    zoom.set_xlabel("requests answered")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
 
 
+def replot(results: Path, out: Path) -> None:
+    """Draw the PNG again from a results JSON of this script."""
+    data = json.loads(results.read_text())
+    samples = [(int(a), float(t), int(mib * 2**20)) for a, t, mib in data["samples"]]
+    plot(
+        samples,
+        data["windows"],
+        out,
+        _title(data["requests"], data["concurrency"], data["rss_growth_percent"], data["errors"]),
+    )
+
+
+def _title(requests: int, concurrency: int, growth: float, errors: int) -> str:
+    return (
+        f"qwen3-rerank serve, tiny model: {requests} requests of mixed sizes at concurrency {concurrency}\n"
+        f"RSS growth first → last window {growth:+.2f}%, {errors} errors"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="model folder (the tiny test model: scripts/make_tiny_model.py)")
+    parser.add_argument("--model", help="model folder (the tiny test model: scripts/make_tiny_model.py)")
     parser.add_argument("--dtype", default="fp32")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--requests", type=int, default=20_000)
@@ -123,7 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of the RSS curve (needs matplotlib)")
+    parser.add_argument(
+        "--replot", type=Path, metavar="RESULTS_JSON", help="only draw --plot again from a results file"
+    )
     args = parser.parse_args(argv)
+    if args.replot:
+        replot(args.replot, args.plot or args.replot.with_suffix(".png"))
+        return 0
+    if not args.model:
+        raise SystemExit("--model is required (unless --replot)")
     window = args.window or min(2000, args.requests // 10)
     warm_up = args.warm_up if args.warm_up is not None else max(args.requests // 20, args.sample_every)
     if warm_up + 2 * window > args.requests:
@@ -184,11 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     if args.plot:
-        title = (
-            f"qwen3-rerank serve, tiny model: {args.requests} requests of mixed sizes, concurrency "
-            f"{args.concurrency}; RSS growth {growth:+.2f}%, {sum(errors.values())} errors"
-        )
-        plot(samples, windows, args.plot, title)
+        plot(samples, windows, args.plot, _title(args.requests, args.concurrency, growth, sum(errors.values())))
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
     return 0 if result["passed"] else 1
 
