@@ -183,11 +183,11 @@ class Reranker:
 
     # -- the two units, made from the current settings (attributes stay plain and settable) ------
 
-    def request_builder(self) -> RequestBuilder:
+    def _request_builder(self) -> RequestBuilder:
         """The unit that turns texts into token sequences, with this reranker's tokenizer and ``max_length``."""
         return RequestBuilder(self.tokenizer, self.max_length)
 
-    def model_runner(self) -> ModelRunner:
+    def _model_runner(self) -> ModelRunner:
         """The unit that runs token sequences through the model, with this reranker's batch settings."""
         show = self.show_progress
         return ModelRunner(
@@ -272,7 +272,7 @@ class Reranker:
             InputError: no pairs, an item that is not a pair of strings, or a too-long document
                 with ``truncate=False``.
         """
-        requests, groups = self.request_builder().build_pairs(pairs, instruction=instruction, truncate=truncate)
+        requests, groups = self._request_builder().build_pairs(pairs, instruction=instruction, truncate=truncate)
         scores = [0.0] * sum(len(g) for g in groups)
         for indices, values in zip(groups, self.score_requests(requests, raw=raw), strict=True):
             for i, value in zip(indices, values, strict=True):
@@ -324,7 +324,7 @@ class Reranker:
             truncation = Truncation(enabled=truncate)
         elif not truncate or max_doc_tokens is not None:
             raise InputError("give either truncation or truncate/max_doc_tokens, not both")
-        return self.request_builder().build(
+        return self._request_builder().build(
             query, documents, instruction=instruction, truncation=truncation, chunking=options
         )
 
@@ -431,7 +431,7 @@ class Reranker:
         Raises:
             ScoringCancelled: as in :meth:`score_requests`.
         """
-        gaps = self.model_runner().gaps(requests, should_stop=should_stop)
+        gaps = self._model_runner().gaps(requests, should_stop=should_stop)
         return [
             scored_documents(request, values if raw else sigmoid(values))
             for request, values in zip(requests, gaps, strict=True)
