@@ -132,6 +132,7 @@ def _untied(model_dir, out_dir):
     return path
 
 
+@pytest.mark.slow  # quantises the tiny model and builds score graphs of it
 def test_score_graph_of_quantized_lm_heads(tmp_path, tiny_model_dir):
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -162,6 +163,7 @@ def test_score_graph_of_quantized_lm_heads(tmp_path, tiny_model_dir):
         )
 
 
+@pytest.mark.slow  # quantises two copies of the tiny model
 def test_float_head_is_the_tied_embedding_rows(tmp_path, tiny_model_dir, tokenizer_dir):
     """``yes_no_head``: the float rows are used only where they are lm_head's own weights."""
     from onnxruntime.quantization import QuantType, quantize_dynamic

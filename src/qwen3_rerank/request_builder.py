@@ -54,13 +54,27 @@ class ScoringRequest:
 
 
 def check_text(value: object, what: str) -> None:
-    """Raise :class:`InputError` naming ``what`` unless ``value`` is a string."""
+    """Check that ``value`` is a string, before any work on it.
+
+    Args:
+        value: what the caller passed.
+        what: how the error names it (``"query"``, ``"document 3"``).
+
+    Raises:
+        InputError: ``value`` is not a string.
+    """
     if not isinstance(value, str):
         raise InputError(f"{what} must be a string, got {type(value).__name__}")
 
 
 def check_documents(documents: Iterable[str]) -> list[str]:
     """The documents as a list, once checked to be a non-empty list of strings.
+
+    Args:
+        documents: the caller's documents (any iterable but one string).
+
+    Returns:
+        The documents, as a new list.
 
     Raises:
         InputError: one string instead of a list, no documents, or a document that is no string.

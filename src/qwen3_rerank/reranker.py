@@ -236,15 +236,8 @@ class Reranker:
         Raises:
             InputError: bad arguments, or a too-long document with ``truncate=False``.
         """
-        request = self.prepare(
-            query,
-            documents,
-            instruction=instruction,
-            truncate=truncate,
-            chunking=chunking,
-            chunk_tokens=chunk_tokens,
-            chunk_overlap=chunk_overlap,
-        )
+        options = ChunkingOptions.from_keywords(chunking, chunk_tokens, chunk_overlap)
+        request = self.prepare(query, documents, instruction=instruction, truncate=truncate, chunking=options)
         return self.score_requests([request], raw=raw)[0]
 
     def score_pairs(
@@ -364,15 +357,8 @@ class Reranker:
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise InputError(f"top_k must be a positive integer, got {top_k!r}")
         documents = check_documents(documents)
-        request = self.prepare(
-            query,
-            documents,
-            instruction=instruction,
-            truncate=truncate,
-            chunking=chunking,
-            chunk_tokens=chunk_tokens,
-            chunk_overlap=chunk_overlap,
-        )
+        options = ChunkingOptions.from_keywords(chunking, chunk_tokens, chunk_overlap)
+        request = self.prepare(query, documents, instruction=instruction, truncate=truncate, chunking=options)
         scored = self.score_requests_with_best_chunks([request])[0]
         return [
             RerankResult(i, scored[i].score, documents[i] if return_documents else None, scored[i].best_chunk)
