@@ -118,6 +118,7 @@ def _session_reranker(
 def run_ours(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str, Any]:
     """This library (:class:`Reranker`), as the options in ``args`` set it up."""
     from ..files import resolve_model
+    from ..model_runner import prefix_pass_rows
     from ..reranker import Reranker
 
     t0 = time.perf_counter()
@@ -169,9 +170,7 @@ def run_ours(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str
     for _ in range(args.repeat):
         for query, docs in calls:
             request = reranker.prepare(query, docs)
-            reuse = [i for i, ok in enumerate(request.reuses_prefix) if ok] if reranker.prefix_reuse else []
-            if len(reuse) < 2:
-                reuse = []
+            reuse = prefix_pass_rows(request, reranker.prefix_reuse)  # the runner's own rule
             if reuse:
                 segments.append((request.shared_prefix, 0))
             for i, seq in enumerate(request.sequences):
