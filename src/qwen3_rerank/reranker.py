@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -14,6 +14,7 @@ from .chunking import Chunk, aggregate, check_chunking, split_windows
 from .engine import OnnxEngine
 from .errors import InputError, ScoringCancelled
 from .files import DEFAULT_DTYPE, DEFAULT_MODEL, ModelFiles, resolve_model
+from .prebuild import score_graph_for
 from .prompt import PromptTemplate
 from .prompt_tokenizer import PromptTokenizer
 
@@ -144,6 +145,7 @@ class Reranker:
         local_files_only: bool = False,
         token: str | bool | None = None,
         template: str | PromptTemplate | None = None,
+        session_options: Mapping[str, object] | None = None,
     ) -> Reranker:
         """Load a model from a local folder or a Hub repo id.
 
@@ -177,24 +179,31 @@ class Reranker:
             template: the prompt, by name or as a :class:`~qwen3_rerank.prompt.PromptTemplate`:
                 ``official`` (default, the reference recipe's) or ``card`` (the ONNX model
                 card's Transformers.js code, to reproduce its numbers).
+            session_options: ONNX Runtime ``SessionOptions`` settings to override, applied after
+                ``threads``, e.g. ``{"enable_mem_pattern": False}`` or
+                ``{"config_entries": {"session.disable_prepacking": "1"}}``. Only the names in
+                :data:`qwen3_rerank.engine.SESSION_OPTIONS` are accepted.
 
         Raises:
             ModelLoadError: the model cannot be found, downloaded or loaded.
-            InputError: an unknown template name or an unusable ``max_length``.
+            InputError: an unknown template name, session option, ``q8_activations`` or
+                ``yes_no_head``, or an unusable ``max_length``.
         """
         files = resolve_model(
             model, dtype, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
         )
         tokenizer = PromptTokenizer.from_file(files.tokenizer, pad_token=files.pad_token, template=template)
-        onnx_path = files.onnx
+        graph = None
         if score_graph:
-            onnx_path = _score_graph_or_full(files.onnx, tokenizer, activations=q8_activations, head=yes_no_head)
-        engine = OnnxEngine(onnx_path, config=files.config, device=device, providers=providers, threads=threads)
-        if engine.is_score_graph:
-            from .score_graph import score_graph_record
-
-            if score_graph_record(onnx_path).get("group_query_attention"):
-                engine.max_batch_with_past = 1
+            graph = score_graph_for(files, tokenizer, activations=q8_activations, head=yes_no_head)
+        engine = OnnxEngine(
+            graph or files.onnx,
+            config=files.config,
+            device=device,
+            providers=providers,
+            threads=threads,
+            session_options=session_options,
+        )
         return cls(
             engine,
             tokenizer,
@@ -534,21 +543,6 @@ class _StopCheck:
         if self.should_stop():
             raise ScoringCancelled(self.left, self.total)
         self.left -= rows
-
-
-def _score_graph_or_full(source, tokenizer: PromptTokenizer, *, activations: str = "nbits8", head: str = "auto"):
-    """The cached score graph of ``source`` (built on first use), or ``source`` if none can be made."""
-    from .score_graph import ACTIVATION_MODES, HEAD_MODES, ScoreGraphError, ensure_score_graph
-
-    if activations not in ACTIVATION_MODES:
-        raise InputError(f"q8_activations must be one of {', '.join(ACTIVATION_MODES)}, got {activations!r}")
-    if head not in HEAD_MODES:
-        raise InputError(f"yes_no_head must be one of {', '.join(HEAD_MODES)}, got {head!r}")
-    try:
-        return ensure_score_graph(source, tokenizer.yes_id, tokenizer.no_id, activations=activations, head=head)
-    except (ScoreGraphError, OSError, ImportError) as exc:
-        log.warning("qwen3-rerank: using the full graph of %s: no score graph (%s)", source.name, exc)
-        return source
 
 
 def _check_text(value, what: str) -> None:

@@ -39,6 +39,7 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,47 @@ def score_graph_record(path: Path) -> dict:
         return {}
 
 
+@dataclass(frozen=True)
+class ScoreGraph:
+    """A score graph on disk and what a session must know to run it.
+
+    Why a record and not a bare path: how the graph may be run is decided when it is built (the
+    builder sees the attention kind and the head), and the session that runs it must obey that.
+    Handing the facts over with the path means no caller reads the sidecar again, or forgets to.
+
+    Attributes:
+        path: the ``.onnx`` file.
+        output: its score output, :data:`OUTPUT` (the yes/no pair of a causal LM) or
+            :data:`SEQ_CLS_OUTPUT` (a one-label classifier's yes − no logit).
+        max_batch_with_past: most rows in one batch that runs on top of a KV-cache past; 1 when
+            the graph has ONNX Runtime's ``GroupQueryAttention`` (it takes several new tokens on
+            top of a past for one row only), ``None`` when there is no such limit.
+        source_sha256: SHA-256 of the source graph file it was built from.
+    """
+
+    path: Path
+    output: str = OUTPUT
+    max_batch_with_past: int | None = None
+    source_sha256: str | None = None
+
+    @classmethod
+    def from_record(cls, path: Path) -> ScoreGraph:
+        """The record of the score graph at ``path``, from the sidecar written when it was built.
+
+        Raises:
+            ScoreGraphError: there is no readable record next to ``path``.
+        """
+        meta = score_graph_record(path)
+        if not meta:
+            raise ScoreGraphError(f"{path.name} has no readable score-graph record ({_sidecar(path).name})")
+        return cls(
+            path=Path(path),
+            output=str(meta.get("output", OUTPUT)),
+            max_batch_with_past=1 if meta.get("group_query_attention") else None,
+            source_sha256=meta.get("source_sha256"),
+        )
+
+
 def ensure_score_graph(
     source: Path,
     yes_id: int,
@@ -164,11 +206,19 @@ def ensure_score_graph(
     keep_present: bool = True,
     activations: str = DEFAULT_ACTIVATIONS,
     head: str = DEFAULT_HEAD,
-) -> Path:
-    """Path of the score graph for ``source``, building and caching it when missing or stale.
+) -> ScoreGraph:
+    """The score graph of ``source``, building and caching it when missing or stale.
 
     ``activations`` and ``head`` (see :data:`ACTIVATION_MODES`, :data:`HEAD_MODES`) matter only
     for quantised sources; each combination is cached in its own file.
+
+    Returns:
+        The graph's record (path, output kind, batch limit with a past).
+
+    Raises:
+        ValueError: an unknown ``activations`` or ``head``.
+        ScoreGraphError: the source cannot be read or has a shape the builder does not know.
+        OSError: the graph cannot be written.
     """
     _check_modes(activations, head)
     if (activations, head) != (DEFAULT_ACTIVATIONS, DEFAULT_HEAD):
@@ -180,7 +230,7 @@ def ensure_score_graph(
             activations, head = DEFAULT_ACTIVATIONS, DEFAULT_HEAD
     cached = cached_score_graph(source, yes_id, no_id, activations=activations, head=head)
     if cached is not None:
-        return cached
+        return ScoreGraph.from_record(cached)
     target = score_graph_path(source, activations, head)
     try:
         built = _build(source, target, yes_id, no_id, keep_present=keep_present, activations=activations, head=head)
@@ -205,7 +255,7 @@ def ensure_score_graph(
     tmp = _sidecar(target).with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     os.replace(tmp, _sidecar(target))
-    return target
+    return ScoreGraph.from_record(target)
 
 
 def _is_quantized(source: Path) -> bool:
