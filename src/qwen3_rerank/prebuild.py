@@ -35,6 +35,8 @@ def score_graph_for(
     activations: str = DEFAULT_ACTIVATIONS,
     head: str = DEFAULT_HEAD,
     fallback: bool = True,
+    cache: str | os.PathLike[str] | None = None,
+    into_cache: bool = False,
 ) -> ScoreGraph | None:
     """The score graph of ``files.onnx`` for ``tokenizer``'s yes/no ids, built on first use.
 
@@ -45,6 +47,10 @@ def score_graph_for(
         head: see ``yes_no_head`` there.
         fallback: when the graph cannot be built or written, log one warning and return ``None``
             (the caller runs the full graph, which gives the same scores, slower) instead of raising.
+        cache: the score-graph cache folder, used when the model folder is not writable
+            (default: ``$QWEN3_RERANK_CACHE``, else the platform's user cache directory).
+        into_cache: look in and build into ``cache`` only (see
+            :func:`~qwen3_rerank.score_graph.ensure_score_graph`).
 
     Returns:
         The score graph's record, or ``None`` (only with ``fallback``).
@@ -59,7 +65,15 @@ def score_graph_for(
         raise InputError(f"yes_no_head must be one of {', '.join(HEAD_MODES)}, got {head!r}")
     source = files.onnx
     try:
-        return ensure_score_graph(source, tokenizer.yes_id, tokenizer.no_id, activations=activations, head=head)
+        return ensure_score_graph(
+            source,
+            tokenizer.yes_id,
+            tokenizer.no_id,
+            activations=activations,
+            head=head,
+            cache=cache,
+            into_cache=into_cache,
+        )
     except (ScoreGraphError, OSError, ImportError) as exc:
         if not fallback:
             if isinstance(exc, ModelLoadError):
@@ -74,12 +88,17 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def build_score_graphs(model: str | os.PathLike[str], dtype: str | None = None) -> list[dict[str, str | None]]:
+def build_score_graphs(
+    model: str | os.PathLike[str], dtype: str | None = None, cache: str | os.PathLike[str] | None = None
+) -> list[dict[str, str | None]]:
     """Build (or find cached) the score graph of every variant of ``model``, or of ``dtype`` only.
 
     Args:
         model: a model folder in the published layout, or a Hub repo id.
         dtype: one variant; required for a Hub id (only that variant is downloaded).
+        cache: build into this score-graph cache folder instead of beside the model (for an image
+            built once whose model folder is mounted read-only later: point ``QWEN3_RERANK_CACHE``
+            or ``score_graph_cache`` at it when loading).
 
     Returns:
         One record per variant: ``{"dtype", "score_graph", "source_sha256", "output"}`` (the
@@ -101,7 +120,7 @@ def build_score_graphs(model: str | os.PathLike[str], dtype: str | None = None) 
     for name in dtypes:
         files = resolve_model(model, name)
         tokenizer = PromptTokenizer.from_file(files.tokenizer, pad_token=files.pad_token)
-        graph = score_graph_for(files, tokenizer, fallback=False)
+        graph = score_graph_for(files, tokenizer, fallback=False, cache=cache, into_cache=cache is not None)
         if graph is None:  # not reached: without fallback a failure raises
             raise ModelLoadError(f"no score graph for {files.onnx}")
         records.append(

@@ -146,6 +146,7 @@ class Reranker:
         token: str | bool | None = None,
         template: str | PromptTemplate | None = None,
         session_options: Mapping[str, object] | None = None,
+        score_graph_cache: str | os.PathLike[str] | None = None,
     ) -> Reranker:
         """Load a model from a local folder or a Hub repo id.
 
@@ -163,7 +164,8 @@ class Reranker:
                 ``max_batch_tokens`` tokens once padded.
             show_progress: a progress bar over the pairs of long jobs.
             score_graph: run the reranking-specialised graph (only the yes/no logits at the last
-                position), built from the model file on first use and cached next to it.
+                position), built from the model file on first use and kept next to it, or in
+                the score-graph cache when the model folder is not writable.
             prefix_reuse: run the part of the prompt that all documents of a query share
                 (system prompt, instruction, query) once, and reuse its KV cache for them all.
             q8_activations: for dynamic-int8 files (q8), how the score graph quantises
@@ -183,6 +185,10 @@ class Reranker:
                 ``threads``, e.g. ``{"enable_mem_pattern": False}`` or
                 ``{"config_entries": {"session.disable_prepacking": "1"}}``. Only the names in
                 :data:`qwen3_rerank.engine.SESSION_OPTIONS` are accepted.
+            score_graph_cache: the folder for score graphs of models whose folder is not
+                writable, keyed by the model file's content (default: ``$QWEN3_RERANK_CACHE``,
+                else the platform's user cache directory). Not ``cache_dir``, the Hub's download
+                cache.
 
         Raises:
             ModelLoadError: the model cannot be found, downloaded or loaded.
@@ -195,7 +201,9 @@ class Reranker:
         tokenizer = PromptTokenizer.from_file(files.tokenizer, pad_token=files.pad_token, template=template)
         graph = None
         if score_graph:
-            graph = score_graph_for(files, tokenizer, activations=q8_activations, head=yes_no_head)
+            graph = score_graph_for(
+                files, tokenizer, activations=q8_activations, head=yes_no_head, cache=score_graph_cache
+            )
         engine = OnnxEngine(
             graph or files.onnx,
             config=files.config,
