@@ -276,7 +276,8 @@ def test_full_disk_warns_once_and_scores_with_the_full_graph(
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, warnings
     folder = files.onnx.parent if where == "beside" else cache
-    assert str(folder) in warnings[0] and "no space left" in warnings[0] and " MB" in warnings[0]
+    assert f"no space left in {folder} for the score graph (it needs about " in warnings[0], warnings[0]
+    assert warnings[0].endswith(" MB))")
     assert "\n" not in warnings[0]
     assert not rr.engine.is_score_graph
     np.testing.assert_allclose(rr.score(QUERY, DOCS, raw=True), reference, atol=1e-4)
@@ -298,6 +299,7 @@ def test_full_disk_while_writing_the_record_leaves_no_graph(model_copy, monkeypa
     assert _temps(files.onnx.parent) == []
 
 
+@pytest.mark.slow  # several model-loading processes per case
 @pytest.mark.parametrize(
     ("mode", "wait"),
     [("load", 600.0), ("into-cache", 600.0), ("into-cache", 0.0)],
@@ -337,6 +339,7 @@ def _watch(proc: subprocess.Popen, folders: tuple[Path, ...], timeout: float = 1
     return (first if first is not None else 0.0), time.monotonic() - t0
 
 
+@pytest.mark.slow  # several model-loading processes per case
 @pytest.mark.parametrize("mode", ["load", "into-cache"])
 def test_sigkill_during_the_build_leaves_nothing_mistaken_for_a_graph(tmp_path, model_copy, reference, mode):
     """Kill a building process at a random point of its build, five times; each later start finds
@@ -384,6 +387,7 @@ def _later_start(mode: str, model: Path, cache: Path):
     return Reranker(OnnxEngine(graph, config=files.config), tok)
 
 
+@pytest.mark.slow  # several model-loading processes per case
 @pytest.mark.parametrize("step", [0, 1, 2])
 @pytest.mark.parametrize("mode", ["load", "into-cache"])
 def test_sigkill_after_each_step_of_the_write(tmp_path, model_copy, reference, mode, step):
@@ -409,48 +413,69 @@ def test_sigkill_after_each_step_of_the_write(tmp_path, model_copy, reference, m
 
 
 def _read_only_runner(folder: Path) -> tuple[list[str], str]:
-    """A command prefix that runs a process which sees ``folder`` read-only even as root, and how.
+    """A command prefix under which a process cannot write ``folder``, and how; ``"skip: why"``
+    where this machine allows no way.
 
-    ``unshare -m`` gives the process a mount namespace of its own, in which a read-only bind mount
-    of the folder is made; nothing outside that process sees it.
+    Root ignores permission bits, so as root: ``unshare -m`` gives the process a mount namespace
+    of its own, in which a read-only bind mount of the folder is made (nothing outside that
+    process sees it); else ``setpriv`` runs it as ``nobody``, which cannot write a root-owned
+    folder. Not root: permission bits hold, and the test ``chmod``s the folder.
     """
-    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"'
+    if os.geteuid() != 0:
+        return [], "unprivileged"
+    mount = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0"'
     probe = subprocess.run(
-        ["unshare", "-m", "sh", "-c", script + ' && ! touch "$0/probe" 2>/dev/null', str(folder), "true"],
+        ["unshare", "-m", "sh", "-c", mount + ' && ! touch "$0/probe" 2>/dev/null', str(folder)],
         capture_output=True,
         text=True,
     )
     if probe.returncode == 0 and not (folder / "probe").exists():
-        return ["unshare", "-m", "sh", "-c", script, str(folder)], "unshare"
-    reason = f"unshare -m with a read-only bind mount is not possible here ({probe.stderr.strip()[:200]})"
-    if os.geteuid() != 0:
-        return [], "unprivileged"  # permission bits hold: a chmod-ed folder is enough
-    return [], "skip: " + reason
+        return ["unshare", "-m", "sh", "-c", mount + ' && exec "$@"', str(folder)], "unshare"
+    why = [f"unshare -m + a read-only bind mount failed ({probe.stderr.strip()[:160] or probe.returncode})"]
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    probe = subprocess.run(
+        [*nobody, sys.executable, "-c", "import qwen3_rerank, onnxruntime"], capture_output=True, text=True, env=_env()
+    )
+    if probe.returncode == 0:
+        return nobody, "nobody"
+    why.append(f"running as nobody failed ({probe.stderr.strip()[-160:] or probe.returncode})")
+    return [], "skip: " + "; ".join(why)
 
 
-def test_read_only_model_folder_keeps_the_fast_path(tmp_path, model_copy, reference):
+def test_read_only_model_folder_keeps_the_fast_path(model_copy, reference):
     """The model folder cannot be written: the score graph goes to the cache, keyed by content,
     and the next start finds it there."""
-    cache = Path(tempfile.mkdtemp(prefix="qwen3-rerank-ro-cache-"))
+    root = Path(tempfile.mkdtemp(prefix="qwen3-rerank-ro-"))  # readable by nobody, unlike tmp_path
+    root.chmod(0o755)
+    model, cache = root / "model", root / "cache"
     try:
-        prefix, how = _read_only_runner(model_copy)
+        shutil.copytree(model_copy, model)
+        cache.mkdir()
+        cache.chmod(0o777)
+        # what a builder killed before the folder became read-only left: it cannot be removed now,
+        # and must not stop the build into the cache
+        stale = model / "onnx" / f".model.score.json{sg._TMP_MARK}999999999-x"
+        stale.write_text("{")
+        prefix, how = _read_only_runner(model)
         if how.startswith("skip"):
             pytest.skip(how)
         if how == "unprivileged":
-            for path in (model_copy, model_copy / "onnx"):
+            for path in (model, model / "onnx"):
                 path.chmod(0o555)
-        first = _result(_start(prefix, model_copy, "load", cache, 0.0))
-        second = _result(_start(prefix, model_copy, "load", cache, 0.0))
+        first = _result(_start(prefix, model, "load", cache, 0.0))
+        second = _result(_start(prefix, model, "load", cache, 0.0))
         for result in (first, second):
             assert result["score_graph"], result
             np.testing.assert_allclose(result["scores"], reference, atol=1e-4)
         entries = _entries(cache)
         assert len(entries) == 1 and first["path"] == second["path"] == str(entries[0] / "score.onnx")
         assert (first["built"], second["built"]) == (1, 0)  # the second start found the cache
-        assert not list((model_copy / "onnx").glob("*score*")) and _temps(model_copy / "onnx", cache) == []
+        assert not list((model / "onnx").glob("model.score*"))
+        assert _temps(model / "onnx", cache) == [stale.name]
         record = ScoreGraph.from_record(entries[0] / "score.onnx")
-        assert record.source_sha256 == sg.file_sha256(model_copy / "onnx" / "model.onnx")
+        assert record.source_sha256 == sg.file_sha256(model / "onnx" / "model.onnx")
     finally:
-        for path in (model_copy, model_copy / "onnx"):
-            path.chmod(0o755)
-        shutil.rmtree(cache, ignore_errors=True)
+        for path in (model, model / "onnx"):
+            if path.is_dir():
+                path.chmod(0o755)
+        shutil.rmtree(root, ignore_errors=True)

@@ -436,7 +436,8 @@ def _remove_stale_temps(folder: Path, prefix: str) -> None:
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
-                entry.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a folder mounted read-only since
+                    entry.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -513,8 +514,9 @@ def _write_record(path: Path, meta: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _run_build(source: Path, target: Path, final_dir: Path, **build: object) -> dict:
-    """:func:`_build` into ``target`` (in a temporary folder), with its failures as ScoreGraphError."""
+def _run_build(source: Path, target: Path, final_dir: Path, report_dir: Path | None = None, **build: object) -> dict:
+    """:func:`_build` into ``target`` (in a temporary folder), with its failures as ScoreGraphError
+    (a full disk names ``report_dir``, by default ``final_dir``)."""
     started = time.perf_counter()
     try:
         built = _build(source, target, final_dir=final_dir, **build)  # type: ignore[arg-type]
@@ -525,11 +527,13 @@ def _run_build(source: Path, target: Path, final_dir: Path, **build: object) -> 
             time.perf_counter() - started,
         )
         return built
+    except ScoreGraphNoSpace as exc:  # name the folder it was going to, not the temporary one
+        raise ScoreGraphNoSpace(report_dir or final_dir, exc.needed) from None
     except ScoreGraphError:
         raise
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise ScoreGraphNoSpace(final_dir, _tree_size(target.parent)) from None
+            raise ScoreGraphNoSpace(report_dir or final_dir, _tree_size(target.parent)) from None
         raise ScoreGraphError(f"cannot build the score graph of {source.name}: {_first_line(exc)}") from None
     except Exception as exc:  # unreadable protobuf, missing external data, ...
         raise ScoreGraphError(f"cannot build the score graph of {source.name}: {_first_line(exc)}") from None
@@ -646,6 +650,7 @@ def _build_in_cache(
                 source,
                 graph,
                 entry,
+                cache,
                 yes_id=yes_id,
                 no_id=no_id,
                 keep_present=keep_present,
