@@ -250,6 +250,11 @@ def test_optimize_builds_into_a_chosen_cache(tmp_path, model_copy, capsys):
     assert Path(record["score_graph"]).parent.parent == cache
     assert not list((model_copy / "onnx").glob("*score*"))
     assert [p.parent for p in cache.glob("*/score.onnx")] == _entries(cache)
+    # a later `rerank` pointed at that cache uses it, and writes nothing beside the model
+    argv = ["rerank", "--model", str(model_copy), "--dtype", "fp32", "--score-graph-cache", str(cache)]
+    assert cli_main([*argv, "--json", "--query", QUERY, *DOCS[:2]]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert not list((model_copy / "onnx").glob("*score*")) and len(_entries(cache)) == 1
 
 
 # -- faults ------------------------------------------------------------------------------------------
