@@ -17,6 +17,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,8 +35,20 @@ if TYPE_CHECKING:
 EXTRA = "ray"
 DEFAULT_WORKERS = 2
 DEFAULT_ROWS_PER_BATCH = 256
+#: A reranker actor whose process dies (the OOM killer, a lost or preempted node) is started again
+#: however often that happens: a long job on preemptible nodes must not fail for it.
+ACTOR_MAX_RESTARTS = -1
+#: A batch whose actor died is sent again, at most this many times: a batch that kills every
+#: actor it meets (a poison row, out of memory) then fails the job instead of looping for ever.
+#: A Python exception raised while scoring (a non-string column) is the data's fault and is never
+#: retried: the job stops with it at once.
+ACTOR_MAX_TASK_RETRIES = 3
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz")
+
+
+class ActorsDiedError(RerankError):
+    """A batch's actor process died on it more often than :data:`ACTOR_MAX_TASK_RETRIES` allows."""
 
 
 @dataclass(frozen=True)
@@ -206,31 +219,72 @@ def score_file(
         if score_column in columns:
             raise InputError(f"input already has a column {score_column!r}; choose another score column name")
         _warn_if_short_of_cpus(ray, workers * cpus)
-        scored = dataset.repartition(target_num_rows_per_block=rows_per_batch).map_batches(
-            _RerankActor,
-            fn_constructor_kwargs={
-                "model": model,
-                "reranker_options": options,
-                "query_column": query_column,
-                "document_column": document_column,
-                "score_column": score_column,
-                "instruction": instruction,
-                "raw": raw,
-            },
-            batch_size=rows_per_batch,
-            batch_format="pyarrow",
-            concurrency=workers,
-            num_cpus=cpus,
-        )
+        with warnings.catch_warnings():
+            # Ray 2.60 has no named parameter for actor restarts and task retries and warns that
+            # ``**ray_remote_args`` goes in 2.64; until it has one, they can only be given this way.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=Warning)
+            scored = _scoring_stage(
+                dataset,
+                rows_per_batch,
+                {
+                    "model": model,
+                    "reranker_options": options,
+                    "query_column": query_column,
+                    "document_column": document_column,
+                    "score_column": score_column,
+                    "instruction": instruction,
+                    "raw": raw,
+                },
+                workers,
+                cpus,
+            )
         try:
             scored.write_parquet(output, **({"mode": "overwrite"} if overwrite else {}))
         except Exception as exc:  # Ray wraps a worker's error; report the user's error as one line
             cause = _find_cause(exc, RerankError)
             if cause is not None:
                 raise type(cause)(*cause.args) from None
+            if _actor_died(exc):
+                raise ActorsDiedError(
+                    f"a reranker actor's process died on the same batch at its first try and its "
+                    f"{ACTOR_MAX_TASK_RETRIES} retries (killed, out of memory or its node lost), so the job stopped: "
+                    "look for rows that need more memory than an actor has, or a failing node"
+                ) from None
             raise
         rows = ray.data.read_parquet(output).count()
     return BatchResult(output=output, rows=rows, workers=workers)
+
+
+def _scoring_stage(dataset: Any, rows_per_batch: int, actor_kwargs: dict[str, Any], workers: int, cpus: float) -> Any:
+    """The ``map_batches`` stage: ``workers`` reranker actors, restarted and retried as chosen above."""
+    return dataset.repartition(target_num_rows_per_block=rows_per_batch).map_batches(
+        _RerankActor,
+        fn_constructor_kwargs=actor_kwargs,
+        batch_size=rows_per_batch,
+        batch_format="pyarrow",
+        concurrency=workers,
+        num_cpus=cpus,
+        max_restarts=ACTOR_MAX_RESTARTS,
+        max_task_retries=ACTOR_MAX_TASK_RETRIES,
+    )
+
+
+def _actor_died(exc: BaseException) -> bool:
+    """Whether Ray's error is an actor's death (its process gone) rather than an exception in our code."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if type(current).__name__ in ("ActorDiedError", "RayActorError", "ActorUnavailableError"):
+            return True
+        if "ActorDiedError" in str(current) or "RayActorError" in str(current):
+            return True
+        inner = getattr(current, "cause", None)
+        stack.extend([current.__context__, current.__cause__, inner if isinstance(inner, BaseException) else None])
+    return False
 
 
 def _warn_if_short_of_cpus(ray: ModuleType, needed: float) -> None:

@@ -138,7 +138,7 @@ class Reranker:
         show_progress: bool = False,
         score_graph: bool = True,
         prefix_reuse: bool = True,
-        q8_activations: str = "nbits8",
+        q8_activations: str = "auto",
         yes_no_head: str = "auto",
         revision: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
@@ -169,11 +169,14 @@ class Reranker:
             prefix_reuse: run the part of the prompt that all documents of a query share
                 (system prompt, instruction, query) once, and reuse its KV cache for them all.
             q8_activations: for dynamic-int8 files (q8), how the score graph quantises
-                activations: ``"nbits8"`` (8-bit ``MatMulNBits``, one scale per token and block
-                of 32: a document's score depends on the document alone, whatever its batch and
-                with or without prefix reuse), ``"row"`` (one scale per token, same property,
-                further from fp32) or ``"tensor"`` (as the file does: one scale per tensor, so
-                scores move with batch composition).
+                activations. Every mode but ``"tensor"`` takes one scale per token, so a
+                document's score depends on the document alone, whatever its batch and with or
+                without prefix reuse: ``"auto"`` (default: ``"row"`` where ONNX Runtime's u8×s8
+                products are exact, i.e. CPUs with VNNI and ARM, else ``"row-u8"``), ``"row"``
+                (the fast u8×s8 kernel), ``"row-u8"`` (u8×u8, exact everywhere, slower on x86
+                without VNNI), ``"nbits8"`` (8-bit ``MatMulNBits``, per token and block of 32: the
+                closest to fp32, about half the speed on AVX2) or ``"tensor"`` (as the file does:
+                one scale per tensor, so scores move with batch composition).
             yes_no_head: for quantised files, score with the float rows of "yes"/"no" that the
                 tied embedding table holds (``"float"``), with the quantised ``lm_head`` rows
                 (``"quantized"``), or (``"auto"``) the float ones for 4-bit heads, where they

@@ -11,9 +11,12 @@ position, and a reranker needs two numbers at one position. The score graph
 * has one new output, ``yes_no_logits`` ``[batch, 2]`` float32, instead of ``logits``;
 * in a dynamic-int8 file (``DynamicQuantizeLinear`` → ``MatMulInteger``, what
   ``onnxruntime.quantization.quantize_dynamic`` and the published q8 files hold), quantises the
-  activations per row (per token) instead of with one scale for the whole tensor
-  (``activations="nbits8"``, the default, or ``"row"``): a token's numbers then depend on that token alone, so
-  a document scores the same alone, in any batch, and with or without the shared-prefix pass;
+  activations per row (per token) instead of with one scale for the whole tensor: a token's
+  numbers then depend on that token alone, so a document scores the same alone, in any batch,
+  and with or without the shared-prefix pass (:data:`ACTIVATION_MODES`; the default ``auto``
+  also keeps the integer products exact on every CPU, see :func:`resolve_activations`);
+* in a float16 file, runs the attention (the two products over the sequence and the softmax) in
+  float32, for the same independence (:func:`_float32_attention`);
 * where a quantised file still holds float rows of "yes" and "no" (the tied embedding table that
   the input ``Gather`` reads), can score with those rows instead of the quantised ``lm_head``
   (``head="auto"``, the default, does so for 4-bit heads when the rows are found and tied; see
@@ -36,10 +39,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import logging
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -54,21 +59,31 @@ from .errors import ModelLoadError
 
 log = logging.getLogger("qwen3_rerank")
 
-FORMAT_VERSION = 3
-#: How a dynamic-int8 graph's activations are quantised in the score graph: ``nbits8`` (the
-#: default: every int8 MatMul rewritten into an 8-bit ``com.microsoft.MatMulNBits`` with
-#: ``accuracy_level=4``, which quantises activations per row and per block of 32; as close to fp32
-#: as the per-tensor scheme on the 0.6B model, docs/benchmarks/q8-rows/), ``row`` (one scale per
-#: token, symmetric, as uint8 with zero point 128 so that ONNX Runtime's u8×s8 kernel runs it;
-#: measured further from fp32) or ``tensor`` (as the source file does it: one scale per tensor, so
-#: rows depend on each other).
-ACTIVATION_MODES = ("row", "nbits8", "tensor")
+FORMAT_VERSION = 4
+#: How a dynamic-int8 graph's activations are quantised in the score graph (measured in
+#: docs/benchmarks/q8-rows/):
+#:
+#: * ``row``: one scale per token, symmetric, as uint8 with zero point 128, with the file's int8
+#:   weights: ONNX Runtime's fast u8×s8 kernel, about as fast as the file's own scheme. Exact on
+#:   CPUs with VNNI and on ARM; on x86 CPUs without VNNI that kernel adds pairs of products in
+#:   16 bits with saturation, which full-range per-token activations hit.
+#: * ``row-u8``: the same activations with the weights shifted to uint8 (+128, zero point 128):
+#:   ONNX Runtime's u8×u8 kernel, exact on every CPU, slower on x86 without VNNI.
+#: * ``auto`` (the default): ``row`` where its products are exact, ``row-u8`` elsewhere, so q8
+#:   scores are the same integer arithmetic on every machine (:func:`resolve_activations`).
+#: * ``nbits8``: every int8 MatMul as an 8-bit ``com.microsoft.MatMulNBits`` with
+#:   ``accuracy_level=4``, activations quantised per token and per block of 32: the closest to
+#:   fp32, about half the speed on an AVX2 CPU.
+#: * ``tensor``: as the source file does it, one scale per tensor, so rows depend on each other.
+ACTIVATION_MODES = ("auto", "row", "row-u8", "nbits8", "tensor")
 #: Which yes/no head a quantised graph scores with: ``float`` (the float rows of the tied embedding
 #: table), ``quantized`` (the rows of the quantised ``lm_head``) or ``auto`` (the float rows for a
 #: 4-bit ``MatMulNBits`` head when they are found, the file's own head for an int8 one: what
 #: measured closer to fp32, docs/benchmarks/q8-head/).
 HEAD_MODES = ("auto", "float", "quantized")
-DEFAULT_ACTIVATIONS = "nbits8"
+DEFAULT_ACTIVATIONS = "auto"
+#: The options whose score graph gets the plain file name; other combinations are tagged.
+_UNTAGGED = ("row", "auto")
 DEFAULT_HEAD = "auto"
 NBITS8_BLOCK = 32
 OUTPUT = "yes_no_logits"
@@ -137,9 +152,40 @@ def default_cache_dir() -> Path:
 
 
 def score_graph_path(source: Path, activations: str = DEFAULT_ACTIVATIONS, head: str = DEFAULT_HEAD) -> Path:
-    """Where the score graph of ``source`` is kept beside it; non-default options get their own file."""
-    tag = "" if (activations, head) == (DEFAULT_ACTIVATIONS, DEFAULT_HEAD) else f"-{activations}-{head}"
+    """Where the score graph of ``source`` is kept beside it; each combination of options has its own file
+    (``auto`` is named after what it resolves to, so machines sharing a folder do not fight)."""
+    activations = resolve_activations(activations)
+    tag = "" if (activations, head) == _UNTAGGED else f"-{activations}-{head}"
     return source.with_name(f"{source.stem}.score{tag}.onnx")
+
+
+def resolve_activations(mode: str) -> str:
+    """The concrete activation mode ``mode`` stands for on this machine (``auto`` → ``row`` or
+    ``row-u8``, see :data:`ACTIVATION_MODES`; any other mode is returned as it is)."""
+    if mode != "auto":
+        return mode
+    return "row" if int8_products_exact() else "row-u8"
+
+
+@functools.cache
+def int8_products_exact() -> bool:
+    """Whether ONNX Runtime's u8×s8 kernel sums this CPU's products without 16-bit saturation.
+
+    Why it matters: on x86 without VNNI the kernel uses ``VPMADDUBSW``, which adds two u8×s8
+    products into a saturating int16; with full-range int8 weights and activations that use their
+    whole range (per token) a product of one 1024-wide row was off by up to 15% in a test
+    (docs/benchmarks/q8-rows/). VNNI (``VPDPBUSD``), AMX and ARM's dot-product and widening
+    multiplies sum in 32 bits. Where the flags cannot be read (x86 outside Linux), the answer is
+    the safe one: no.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return True
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
 
 
 def _check_modes(activations: str, head: str) -> None:
@@ -200,6 +246,7 @@ def cached_score_graph(
     The key is the source's SHA-256; it is re-hashed only when the file's size or mtime differ
     from the ones recorded with it, so a warm start does not read the whole model.
     """
+    activations = resolve_activations(activations)
     target = score_graph_path(source, activations, head)
     meta = score_graph_record(target)
     if not meta or not _record_matches(meta, target, yes_id, no_id, activations, head):
@@ -358,6 +405,7 @@ def ensure_score_graph(
         OSError: the graph can be written neither beside the source nor in the cache.
     """
     _check_modes(activations, head)
+    activations = resolve_activations(activations)
     source = Path(source)
     cache_dir = Path(cache).expanduser() if cache is not None else default_cache_dir()
     keys: dict[tuple[str, str], dict] = {}
@@ -376,13 +424,13 @@ def ensure_score_graph(
             return None
         return _cached_entry(cache_dir, key_of(options), yes_id, no_id, *options)
 
-    if (activations, head) != (DEFAULT_ACTIVATIONS, DEFAULT_HEAD):
-        # The options change nothing in a float graph: share the default file instead of a copy.
-        default = find((DEFAULT_ACTIVATIONS, DEFAULT_HEAD))
+    if (activations, head) != _UNTAGGED:
+        # The options change nothing in a float graph: share the untagged file instead of a copy.
+        default = find(_UNTAGGED)
         if (default is not None and score_graph_record(default).get("quantized") is False) or (
             default is None and not _is_quantized(source)
         ):
-            activations, head = DEFAULT_ACTIVATIONS, DEFAULT_HEAD
+            activations, head = _UNTAGGED
     options = (activations, head)
     found = find(options)
     if found is not None:
@@ -1049,6 +1097,10 @@ def _build(
     if activations != "tensor":
         requantized = _requantize_activations(model, activations, base_dir)
 
+    float32_attention = 0
+    if logits_type == TensorProto.FLOAT16:
+        float32_attention = _float32_attention(graph)
+
     kept = [o for o in graph.output if keep_present and o.name.startswith("present")]
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch_size", width]))
@@ -1067,6 +1119,7 @@ def _build(
         "output": output,
         "head": head_used,
         "requantized_matmuls": requantized,
+        "float32_attention_ops": float32_attention,
         "quantized": quantized,
     }
 
@@ -1104,6 +1157,43 @@ def _write_model(model, target: Path, data_name: str) -> None:
         location=data_name,
         size_threshold=4096,
     )
+
+
+def _float32_attention(graph) -> int:
+    """Run the attention of a float16 graph (the ``MatMul`` of two activations and the
+    ``Softmax``) in float32; returns how many nodes now do.
+
+    Why: these are the only products whose inner dimension is the sequence length, so padding
+    a row (or reading a prefix's KV cache instead of computing it in the same pass) changes how
+    ONNX Runtime's float16 kernels split and round their sums: a document's gap moved by up to
+    1.2e-3 with its batch. In float32 those differences fall below 1e-6, and the result is closer
+    to the fp32 model as well. The weights stay float16; only these activations are widened.
+    """
+    from onnx import TensorProto, helper
+
+    constant = {t.name for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" or (node.input and all(not i or i in constant for i in node.input)):
+            constant.update(node.output)
+    nodes = []
+    count = 0
+    for k, node in enumerate(graph.node):
+        dynamic = [i for i in node.input if i and i not in constant]
+        if not ((node.op_type == "MatMul" and len(dynamic) == 2) or (node.op_type == "Softmax" and len(dynamic) == 1)):
+            nodes.append(node)
+            continue
+        p = f"score.attn32.{k}"
+        for j, name in enumerate(list(node.input)):
+            nodes.append(helper.make_node("Cast", [name], [f"{p}.in{j}"], to=TensorProto.FLOAT))
+            node.input[j] = f"{p}.in{j}"
+        out = node.output[0]
+        node.output[0] = f"{p}.out"
+        nodes.append(node)
+        nodes.append(helper.make_node("Cast", [f"{p}.out"], [out], to=TensorProto.FLOAT16))
+        count += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return count
 
 
 def _inline_escaping_external_data(graph, base_dir: Path, target_dir: Path) -> None:
@@ -1325,6 +1415,25 @@ def _use_float_head(g: _Graph, node, hidden: str, columns: list[int], base_dir: 
     return True
 
 
+def _shift_weights_to_uint8(g: _Graph, matmul, prefix: str, base_dir: Path, const) -> None:
+    """Give a ``MatMulInteger`` the same weights as uint8 (value + 128, zero point + 128).
+
+    Why: the products are unchanged, but ONNX Runtime then takes its u8×u8 kernel, which sums in
+    32 bits on every x86 CPU. Its u8×s8 kernel on AVX2 CPUs without VNNI adds pairs of products
+    in 16 bits with saturation (``VPMADDUBSW``), which per-token activations, using the whole
+    8-bit range on every row, hit often enough to move the gap (docs/benchmarks/q8-rows/).
+    """
+    weight = g.constant_array(matmul.input[1], base_dir)
+    if weight is None or weight.dtype != np.int8:
+        return
+    wzero = g.constant_array(matmul.input[3], base_dir) if len(matmul.input) > 3 and matmul.input[3] else None
+    shifted_zero = (np.zeros((), np.int16) if wzero is None else wzero.astype(np.int16)) + 128
+    matmul.input[1] = const(f"{prefix}.weight_u8", (weight.astype(np.int16) + 128).astype(np.uint8))
+    while len(matmul.input) < 4:
+        matmul.input.append("")
+    matmul.input[3] = const(f"{prefix}.weight_zero_u8", shifted_zero.astype(np.uint8))
+
+
 # -- per-row activation quantisation of dynamic-int8 graphs ------------------------------------------
 
 
@@ -1336,11 +1445,12 @@ def _requantize_activations(model, mode: str, base_dir: Path) -> int:
     tensor, so a token's result depends on every other token in the run: on the batch's other
     documents, on padding, and on whether the shared prefix ran in a separate pass. With one scale
     per row (token) a token's numbers depend on that token alone. The weights are not touched
-    (``row``) or converted exactly (``nbits8``: uint8 = int8 + 128, zero point 128, the weight
-    scale in every block).
+    (``row``) or converted exactly (``row-u8`` and ``nbits8``: uint8 = int8 + 128, zero point 128,
+    the same scales).
     """
     from onnx import TensorProto, helper, numpy_helper
 
+    mode = resolve_activations(mode)
     graph = model.graph
     g = _Graph(graph)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
@@ -1361,7 +1471,7 @@ def _requantize_activations(model, mode: str, base_dir: Path) -> int:
         if not users or any(u.op_type != "MatMulInteger" or u.input[0] != quantized for u in users):
             continue
         x = node.input[0]
-        if mode == "row":
+        if mode in ("row", "row-u8"):
             p = f"score.rowq.{k}"
             axes = const("score.rowq.axes", np.array([-1], np.int64))
             if opset >= 18:
@@ -1384,6 +1494,9 @@ def _requantize_activations(model, mode: str, base_dir: Path) -> int:
                 helper.make_node("Cast", [p + ".shift"], [quantized], to=TensorProto.UINT8),
             ]
             const(zero, np.uint8(128))
+            if mode == "row-u8":
+                for j, user in enumerate(users):
+                    _shift_weights_to_uint8(g, user, f"{p}.{j}", base_dir, const)
             count += len(users)
             continue
         # nbits8: each MatMulInteger chain becomes one MatMulNBits, placed where its final Mul was.

@@ -83,6 +83,28 @@ _OPTIONS: list[tuple[str, str, type[str] | str, str | int | float | None, str]] 
         "(default: 4096)",
     ),
     (
+        "--limit-concurrency",
+        "LIMIT_CONCURRENCY",
+        "pos_int",
+        1024,
+        "most open connections plus requests in progress, more: 503 and the connection closed; the open-file "
+        "limit is raised to fit (default: 1024)",
+    ),
+    (
+        "--timeout-keep-alive",
+        "TIMEOUT_KEEP_ALIVE",
+        "pos_int",
+        5,
+        "seconds an idle connection is kept open, before its first request too (default: 5)",
+    ),
+    (
+        "--max-header-bytes",
+        "MAX_HEADER_BYTES",
+        "pos_int",
+        16 * 1024,
+        "largest request line plus headers, larger: 400 (default: 16384)",
+    ),
+    (
         "--template",
         "TEMPLATE",
         str,
@@ -192,6 +214,9 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
         max_tokens_per_doc=values["max_tokens_per_doc"],
         max_batch_tokens=values["max_batch_tokens"],
         max_batch_wait=values["max_batch_wait_ms"] / 1000.0,
+        limit_concurrency=values["limit_concurrency"],
+        timeout_keep_alive=values["timeout_keep_alive"],
+        max_header_bytes=values["max_header_bytes"],
         log_level=values["log_level"].lower(),
     )
     model_options = {

@@ -29,7 +29,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "body larger than the limit",
         422: "invalid request: wrong types, unknown fields, too many documents, a too-long text with truncation off",
         429: "too many requests in progress; retry after the Retry-After header's seconds",
-        503: "the model is not ready or the server is stopping",
+        503: "the model is not ready, the server is stopping, or its model files were overwritten in place",
         504: "the request took longer than the request timeout",
     }.items()
 }

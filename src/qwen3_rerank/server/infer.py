@@ -25,6 +25,7 @@ from ..reranker import ScoredDocument, ScoringRequest
 from .admission import Admission
 from .api_errors import ApiError
 from .model import RerankModel
+from .model_watch import ModelChanged
 from .request_queue import Entry, QueueClosed, RequestQueue
 from .worker import Worker, WorkerError
 
@@ -130,6 +131,8 @@ class Infer:
                 raise
             except QueueClosed:
                 raise ApiError(503, "unavailable", "the server is stopping", {"Retry-After": "1"}) from None
+            except ModelChanged as exc:
+                raise ApiError(503, "model_changed", str(exc)) from None
             except InputError as exc:
                 raise ApiError(422, "invalid_request", str(exc)) from None
             except (WorkerError, RerankError) as exc:

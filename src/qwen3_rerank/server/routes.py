@@ -201,11 +201,19 @@ async def health() -> dict[str, Any]:
 @router.get(
     "/ready",
     response_model=Health,
-    responses={503: {"model": ErrorResponse, "description": "not ready (loading or stopping)"}},
+    responses={
+        503: {
+            "model": ErrorResponse,
+            "description": "not ready (loading or stopping, or its model files were overwritten in place)",
+        }
+    },
     tags=["service"],
     summary="The model is loaded and warmed up, and the server is not stopping",
 )
 async def ready(server: Server) -> dict[str, Any] | JSONResponse:
+    failure = server.model_failure()
+    if failure is not None:
+        return error_json(503, "model_changed", failure)
     if server.ready and not server.draining:
         return {"status": "ready"}
     return error_json(503, "unavailable", "stopping" if server.draining else "the model is not ready")

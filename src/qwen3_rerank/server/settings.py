@@ -42,6 +42,13 @@ class ServerSettings:
     max_batch_tokens: int = 4096
     #: how long the micro-batcher waits for more requests once it has one, in seconds
     max_batch_wait: float = 0.005
+    #: open connections plus requests in progress; beyond it uvicorn answers 503 and closes the
+    #: connection. The process's open-file limit is raised to fit it (see :mod:`.run`).
+    limit_concurrency: int = 1024
+    #: seconds an idle connection stays open, after an answer and, here, before its first request
+    timeout_keep_alive: int = 5
+    #: largest request line plus headers (h11's max incomplete event size); larger: 400
+    max_header_bytes: int = 16 * 1024
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -51,6 +58,9 @@ class ServerSettings:
             "max_queued_requests",
             "max_tokens_per_doc",
             "max_batch_tokens",
+            "limit_concurrency",
+            "timeout_keep_alive",
+            "max_header_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -15,6 +15,7 @@ from .api_errors import ApiError
 from .infer import Infer, RerankParams, Scored
 from .metrics import Metrics
 from .model import RerankModel
+from .model_watch import ModelWatch
 from .request_queue import RequestQueue
 from .settings import ServerSettings
 from .worker import Worker
@@ -29,12 +30,15 @@ class ServerState:
         self.metrics = Metrics()
         self.admission = Admission(settings.max_queued_requests, self.metrics.queue_depth)
         self.queue = RequestQueue()
+        #: the loaded model's files on disk (None for a model that does not say where they are)
+        self.watch = ModelWatch.for_model(model)
         self.worker = Worker(
             model,
             self.queue,
             self.metrics,
             max_batch_tokens=settings.max_batch_tokens,
             max_wait=settings.max_batch_wait,
+            model_failure=self.model_failure,
         )
         self.infer = Infer(model, self.admission, self.queue, self.worker, timeout=settings.request_timeout)
         #: loaded and warmed up (set by :meth:`start`)
@@ -54,9 +58,22 @@ class ServerState:
     async def stop(self) -> None:
         self.ready = False
         await self.worker.stop()
+        if self.watch is not None:
+            self.watch.close()
+
+    def model_failure(self) -> str | None:
+        """Why the loaded model can no longer be trusted (a weight file overwritten in place), or None.
+
+        A few ``stat`` calls (see :mod:`.model_watch`); also logs, once, a warning when the model
+        folder was renamed, replaced or deleted, which the loaded session survives.
+        """
+        return None if self.watch is None else self.watch.check()
 
     async def rerank(self, params: RerankParams, client_gone: Callable[[], Awaitable[object]] | None = None) -> Scored:
         """Scores through :class:`Infer`, once the server takes requests and the request is in limits."""
+        failure = self.model_failure()
+        if failure is not None:  # no Retry-After: only a restart brings this server back
+            raise ApiError(503, "model_changed", failure)
         if not self.ready or self.draining:
             raise ApiError(503, "unavailable", "the model is not ready", {"Retry-After": "1"})
         if len(params.texts) > self.settings.max_documents:

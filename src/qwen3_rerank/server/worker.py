@@ -15,11 +15,13 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import RerankError, ScoringCancelled
 from .metrics import Metrics
 from .model import RerankModel
+from .model_watch import ModelChanged
 from .request_queue import Entry, RequestQueue
 
 log = logging.getLogger("qwen3_rerank.server")
@@ -38,8 +40,11 @@ class Worker:
         *,
         max_batch_tokens: int,
         max_wait: float,
+        model_failure: Callable[[], str | None] | None = None,
     ) -> None:
         self.model = model
+        #: asked before each step: a reason not to run the model (its weights changed under it)
+        self.model_failure = model_failure
         self.queue = queue
         self.metrics = metrics
         self.max_batch_tokens = max_batch_tokens
@@ -78,6 +83,12 @@ class Worker:
         now = time.perf_counter()
         for entry in batch:
             self.metrics.queue_wait.observe(now - entry.enqueued)
+        failure = self.model_failure() if self.model_failure is not None else None
+        if failure is not None:  # the weights the session reads changed: no answer rather than a wrong one
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(ModelChanged(failure))
+            return
         # One call per score kind (raw or probability); nearly always one.
         for raw in (False, True):
             group = [entry for entry in batch if entry.raw is raw]
