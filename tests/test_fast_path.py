@@ -225,10 +225,17 @@ def test_fast_path_on_exported_variants(exported, dtype):
             exported, dtype=dtype, yes_no_head="quantized", prefix_reuse=False, batch_size=3, max_batch_tokens=400
         )
         np.testing.assert_allclose(ours, rows.score(QUERY, DOCS, raw=True), rtol=0, atol=1e-5)
+    elif dtype == "fp16":
+        # The score graph runs a float16 model's attention in float32 (so that padding cannot move
+        # a document's gap): other numbers than the plain float16 graph, as far from fp32 as it
+        # (both read yes/no logits rounded to float16, about 2e-3 apart at these sizes).
+        fp32 = np.array(make_reranker(exported, dtype="fp32", score_graph=False).score(QUERY, DOCS, raw=True))
+        np.testing.assert_allclose(ours, full, rtol=0, atol=3e-3)
+        assert np.abs(ours - fp32).max() <= 2 * np.abs(full - fp32).max() + 1e-3, (ours - fp32, full - fp32)
+        np.testing.assert_allclose(ours, single, rtol=0, atol=3e-3)
     else:
-        tolerance = 1e-3 if dtype == "fp16" else 1e-4
-        np.testing.assert_allclose(ours, full, rtol=0, atol=tolerance)
-        np.testing.assert_allclose(ours, single, rtol=0, atol=tolerance)
+        np.testing.assert_allclose(ours, full, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(ours, single, rtol=0, atol=1e-4)
 
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)

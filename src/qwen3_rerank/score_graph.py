@@ -247,6 +247,10 @@ def cached_score_graph(
     from the ones recorded with it, so a warm start does not read the whole model.
     """
     activations = resolve_activations(activations)
+    if (activations, head) != _UNTAGGED:  # a float source's graph is shared by every option
+        shared = cached_score_graph(source, yes_id, no_id, activations=_UNTAGGED[0], head=_UNTAGGED[1])
+        if shared is not None and score_graph_record(shared).get("quantized") is False:
+            return shared
     target = score_graph_path(source, activations, head)
     meta = score_graph_record(target)
     if not meta or not _record_matches(meta, target, yes_id, no_id, activations, head):
@@ -1166,8 +1170,8 @@ def _float32_attention(graph) -> int:
     Why: these are the only products whose inner dimension is the sequence length, so padding
     a row (or reading a prefix's KV cache instead of computing it in the same pass) changes how
     ONNX Runtime's float16 kernels split and round their sums: a document's gap moved by up to
-    1.2e-3 with its batch. In float32 those differences fall below 1e-6, and the result is closer
-    to the fp32 model as well. The weights stay float16; only these activations are widened.
+    1.2e-3 with its batch. In float32 those differences fall below 1e-6. The weights stay
+    float16; only these activations are widened.
     """
     from onnx import TensorProto, helper
 
