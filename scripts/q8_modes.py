@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
 from qwen3_rerank import Reranker
-from qwen3_rerank.score_graph import int8_products_exact, resolve_activations
+from qwen3_rerank.cpu_features import cpu_info
+from qwen3_rerank.score_graph import resolve_activations
 
 WORDS = (
     "the of and to in is was for on that with as by at from his her an were are which this be or had it not "
@@ -32,16 +32,6 @@ WORDS = (
 def documents(count: int, low: int, high: int, seed: int) -> list[str]:
     rng = np.random.default_rng(seed)
     return [" ".join(rng.choice(WORDS, int(rng.integers(low, high)))) for _ in range(count)]
-
-
-def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return []
-    line = next((x for x in text.splitlines() if x.startswith("flags")), "flags:")
-    keep = ("avx", "fma", "f16c", "vnni", "amx", "sse4")
-    return sorted({f for f in line.split(":", 1)[1].split() if f.startswith(keep)})
 
 
 def main() -> None:
@@ -82,8 +72,7 @@ def main() -> None:
     pairs_per_s = {mode: len(speed_docs) / seconds for mode, seconds in best.items()}
     result = {
         "model": str(args.model),
-        "machine": {"cpu": platform.processor() or platform.machine(), "flags": cpu_flags(), "threads": args.threads},
-        "int8_products_exact": int8_products_exact(),
+        "machine": {**cpu_info(), "threads": args.threads},
         "auto_resolves_to": resolve_activations("auto"),
         "fp32_abs_gap": {"max": float(np.abs(reference).max()), "mean": float(np.abs(reference).mean())},
         "error_vs_fp32": errors,

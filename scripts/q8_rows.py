@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -37,6 +36,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from qwen3_rerank.cpu_features import cpu_info
 
 #: variant name -> Reranker.from_pretrained keyword arguments (dtype q8 unless said otherwise).
 MODEL_VARIANTS: dict[str, dict] = {
@@ -48,30 +49,13 @@ MODEL_VARIANTS: dict[str, dict] = {
     },
     # The same (the file's int8) yes/no head for all, so that only the activations differ.
     "q8 per-tensor (score graph)": {"q8_activations": "tensor", "yes_no_head": "quantized"},
-    "q8 per-row u8 zp128 (score graph, default)": {"q8_activations": "row", "yes_no_head": "quantized"},
+    "q8 per-row u8 zp128 (score graph, row)": {"q8_activations": "row", "yes_no_head": "quantized"},
     "q8 MatMulNBits 8-bit acc4 (score graph)": {"q8_activations": "nbits8", "yes_no_head": "quantized"},
 }
 
 
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
-
-
-def cpu_flags() -> dict:
-    info: dict = {"machine": platform.machine(), "cores": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.splitlines():
-        if line.startswith("model name") and "model" not in info:
-            info["model"] = line.split(":", 1)[1].strip()
-        if line.startswith("flags") and "flags" not in info:
-            flags = line.split(":", 1)[1].split()
-            info["flags"] = sorted(
-                f for f in flags if any(k in f for k in ("avx", "vnni", "amx", "fma", "f16c", "sse4"))
-            )
-    return info
 
 
 # -- operator level ------------------------------------------------------------------------------------
@@ -441,7 +425,7 @@ def main() -> None:
 
     data = {
         "command": "PYTHONPATH=src python " + " ".join([f"scripts/{Path(__file__).name}", *sys.argv[1:]]),
-        "cpu": cpu_flags(),
+        "cpu": cpu_info(),
         "onnxruntime": onnxruntime.__version__,
         "threads": args.threads,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -1,7 +1,7 @@
 """A fake model for in-process server tests: word tokens, scores by word count, optional sleep.
 
 It has what the server calls on a :class:`~qwen3_rerank.Reranker` (``prepare``,
-``score_requests_detailed``, ``tokenizer``, ``max_length``) and records every step, so tests
+``score_requests_with_best_chunks``, ``max_length``) and records every step, so tests
 can see which requests reached the model, and in which batches, in milliseconds. With
 ``batch_size`` it also splits a step into model batches as the library does, asks ``should_stop``
 before each and records them (``batches``); ``gate`` makes each batch run until a test lets it end.
@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from qwen3_rerank import ChunkingOptions, ScoredDocument, ScoringRequest, Truncation
 from qwen3_rerank.errors import InputError, RerankError, ScoringCancelled
-from qwen3_rerank.reranker import ScoredDocument, ScoringRequest
 
 
 @dataclass(frozen=True)
@@ -77,20 +77,17 @@ class FakeReranker:
         documents: Sequence[str],
         *,
         instruction: str | None = None,
-        truncate: bool = True,
-        max_doc_tokens: int | None = None,
-        chunking: str | None = None,
-        chunk_tokens: int = 512,
-        chunk_overlap: int = 64,
+        chunking: str | ChunkingOptions | None = None,
+        truncation: Truncation | None = None,
     ) -> LabelledRequest:
         if not query.strip():
             raise InputError("query must not be empty")
-        if max_doc_tokens is not None:
-            documents = [self.tokenizer.cut_text(d, max_doc_tokens) for d in documents]
+        # The library's own policy (cut either end, or refuse), over word tokens.
+        documents = (truncation or Truncation()).apply(documents, self.tokenizer)
         sequences = tuple(tuple(range(len(query.split()) + len(d.split()))) for d in documents)
         return LabelledRequest(sequences=sequences, truncated=(False,) * len(documents), label=query)
 
-    def score_requests_detailed(
+    def score_requests_with_best_chunks(
         self,
         requests: Sequence[ScoringRequest],
         *,

@@ -15,16 +15,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qwen3_rerank import Reranker
+from qwen3_rerank import Reranker, ScoredDocument, ScoringRequest
 from qwen3_rerank.cli import build_parser
 from qwen3_rerank.cli.serve import resolve
-from qwen3_rerank.reranker import ScoredDocument, ScoringRequest
 from qwen3_rerank.server import logs
 from qwen3_rerank.server.run import serve
 
 
 class SlowReranker:
-    """A :class:`Reranker` whose ``score_requests_detailed`` sleeps ``delay`` s first."""
+    """A :class:`Reranker` whose ``score_requests_with_best_chunks`` sleeps ``delay`` s first."""
 
     def __init__(self, inner: Reranker, delay: float) -> None:
         self.inner = inner
@@ -41,7 +40,7 @@ class SlowReranker:
     def prepare(self, query: str, documents: Sequence[str], **options: Any) -> ScoringRequest:
         return self.inner.prepare(query, documents, **options)
 
-    def score_requests_detailed(
+    def score_requests_with_best_chunks(
         self,
         requests: Sequence[ScoringRequest],
         *,
@@ -49,7 +48,7 @@ class SlowReranker:
         should_stop: Callable[[], bool] | None = None,
     ) -> list[list[ScoredDocument]]:
         time.sleep(self.delay)
-        return self.inner.score_requests_detailed(requests, raw=raw, should_stop=should_stop)
+        return self.inner.score_requests_with_best_chunks(requests, raw=raw, should_stop=should_stop)
 
 
 def main(argv: list[str]) -> int:

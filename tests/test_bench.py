@@ -55,6 +55,7 @@ def test_profile_summary(tmp_path):
     assert rows[0]["share"] == pytest.approx(0.75)
 
 
+@pytest.mark.slow  # a whole quick benchmark, PyTorch baseline included
 def test_bench_quick_on_tiny_model(tiny_model_dir, tmp_path):
     from qwen3_rerank.cli import main
 

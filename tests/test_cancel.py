@@ -49,7 +49,7 @@ def test_should_stop_stops_between_batches(small_batches, monkeypatch, allowed):
         return len(rows) >= allowed
 
     with pytest.raises(ScoringCancelled) as stopped:
-        small_batches.score_requests_detailed([request, other], should_stop=should_stop)
+        small_batches.score_requests_with_best_chunks([request, other], should_stop=should_stop)
     total = len(DOCS) + 3
     assert len(rows) == allowed and all(r <= 2 for r in rows)  # not one batch more
     assert stopped.value.total == total

@@ -1,4 +1,9 @@
-"""Long documents: a relevant sentence buried at the end is found by chunking, missed by truncation."""
+"""Long documents: a relevant sentence buried at the end is found by chunking, missed by truncation.
+
+The needle model is a second torch export, so the tests on it are ``slow``; the window and option
+checks run in the fast tier (and the window/aggregation bookkeeping is unit-tested on a fake engine
+in test_request_builder.py and test_reranker_facade.py).
+"""
 
 from __future__ import annotations
 
@@ -36,12 +41,14 @@ def short_context(needle_model):
     return Reranker.from_pretrained(needle_model, dtype="fp32", max_length=SHORT_LENGTH)
 
 
+@pytest.mark.slow  # the needle model: a second torch export
 def test_the_fixture_model_reads_content(needle_model):
     rr = Reranker.from_pretrained(needle_model, dtype="fp32")
     with_needle, without = rr.score(QUERY, [SENTENCE, "The summit is bare all winter."])
     assert with_needle > 0.999 and abs(without - 0.5) < 1e-6
 
 
+@pytest.mark.slow  # the needle model: a second torch export
 def test_truncation_misses_the_buried_sentence(short_context):
     request = short_context.prepare(QUERY, [LONG_DOC])
     assert request.truncated == (True,)
@@ -49,6 +56,7 @@ def test_truncation_misses_the_buried_sentence(short_context):
     assert abs(score - 0.5) < 1e-6
 
 
+@pytest.mark.slow  # the needle model: a second torch export
 def test_chunking_finds_the_buried_sentence(short_context):
     distractor = FILLER + "The summit is bare all winter."
     results = short_context.rerank(QUERY, [distractor, LONG_DOC], chunking="max", chunk_tokens=150, chunk_overlap=20)
@@ -61,6 +69,7 @@ def test_chunking_finds_the_buried_sentence(short_context):
     assert chunk.token_end - chunk.token_start <= 150
 
 
+@pytest.mark.slow  # the needle model: a second torch export
 def test_aggregations(short_context):
     kwargs = dict(chunk_tokens=150, chunk_overlap=20)
     (first,) = short_context.score(QUERY, [LONG_DOC], chunking="first", **kwargs)
@@ -73,8 +82,8 @@ def test_aggregations(short_context):
     assert abs(mean - (best + (windows - 1) * 0.5) / windows) < 1e-4  # exactly one window has it
 
 
-def test_windows_cover_the_document_with_overlap(short_context):
-    tok = short_context.tokenizer.tokenizer
+def test_windows_cover_the_document_with_overlap(tokenizer_dir):
+    tok = PromptTokenizer.from_file(tokenizer_dir / "tokenizer.json").tokenizer
     encoding = tok.encode(LONG_DOC, add_special_tokens=False)
     windows = split_windows(encoding.offsets, len(LONG_DOC), 100, 25)
     assert windows[0].token_start == 0 and windows[-1].token_end == len(encoding.ids)
@@ -103,6 +112,6 @@ def test_windows_cover_the_document_with_overlap(short_context):
         (dict(chunking="max", chunk_tokens=10, chunk_overlap=10), "chunk_overlap"),
     ],
 )
-def test_bad_chunking_options(short_context, kwargs, message):
+def test_bad_chunking_options(reranker, kwargs, message):
     with pytest.raises(InputError, match=message):
-        short_context.score(QUERY, [LONG_DOC], **kwargs)
+        reranker.score(QUERY, [LONG_DOC], **kwargs)

@@ -86,6 +86,7 @@ def test_saved_state_never_changes_chunks(tiny_model_dir, stateful_model_dir):
     assert max(a.window_counts) > 1  # the long documents really were split
 
 
+@pytest.mark.slow  # the PyTorch recipe on a second checkpoint; the ids tests above run in the fast tier
 @pytest.mark.parametrize("fast", [True, False], ids=["score-graph", "plain"])
 def test_batched_scores_equal_recipe_with_saved_state(stateful_model_dir, stateful_checkpoint, fast):
     from reference import OfficialRecipe

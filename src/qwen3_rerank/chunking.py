@@ -15,6 +15,9 @@ import numpy as np
 from .errors import InputError
 
 AGGREGATIONS = ("max", "mean", "first")
+#: Default window length and overlap, in document tokens (library, CLI and server alike).
+DEFAULT_CHUNK_TOKENS = 512
+DEFAULT_CHUNK_OVERLAP = 64
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,61 @@ def check_chunking(aggregation: str, window_tokens: int, overlap: int) -> None:
         raise InputError(f"chunk_tokens must be a positive integer, got {window_tokens!r}")
     if not isinstance(overlap, int) or not 0 <= overlap < window_tokens:
         raise InputError(f"chunk_overlap must be at least 0 and less than chunk_tokens, got {overlap!r}")
+
+
+@dataclass(frozen=True)
+class ChunkingOptions:
+    """How long documents are split into windows and how the windows' scores make one score.
+
+    One value instead of three keyword arguments passed along from call to call; checked once, when
+    it is made. ``Reranker.score(..., chunking=ChunkingOptions("max", 256, 32))`` is the same as
+    ``chunking="max", chunk_tokens=256, chunk_overlap=32``.
+
+    Args:
+        aggregation: ``"max"``, ``"mean"`` or ``"first"`` of the windows' scores.
+        chunk_tokens: document tokens per window (at least 1).
+        chunk_overlap: tokens consecutive windows share (at least 0, less than ``chunk_tokens``).
+
+    Raises:
+        InputError: any of the three is out of its range (see :func:`check_chunking`).
+    """
+
+    aggregation: str = "max"
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
+
+    def __post_init__(self) -> None:
+        check_chunking(self.aggregation, self.chunk_tokens, self.chunk_overlap)
+
+    @classmethod
+    def from_keywords(
+        cls,
+        chunking: str | ChunkingOptions | None,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+    ) -> ChunkingOptions | None:
+        """The options that the public keyword arguments ``chunking``, ``chunk_tokens``, ``chunk_overlap`` name.
+
+        Args:
+            chunking: None (no chunking), an aggregation name, or the options themselves.
+            chunk_tokens: window length, with an aggregation name.
+            chunk_overlap: window overlap, with an aggregation name.
+
+        Returns:
+            None without chunking, else the options.
+
+        Raises:
+            InputError: an out-of-range option, or ``chunking`` given as options together with a
+                ``chunk_tokens`` or ``chunk_overlap`` other than the defaults (one of them would be
+                ignored).
+        """
+        if chunking is None:
+            return None
+        if isinstance(chunking, ChunkingOptions):
+            if (chunk_tokens, chunk_overlap) != (DEFAULT_CHUNK_TOKENS, DEFAULT_CHUNK_OVERLAP):
+                raise InputError("give chunk_tokens and chunk_overlap inside ChunkingOptions, not next to it")
+            return chunking
+        return cls(chunking, chunk_tokens, chunk_overlap)
 
 
 def split_windows(offsets: list[tuple[int, int]], text_length: int, window_tokens: int, overlap: int) -> list[Chunk]:

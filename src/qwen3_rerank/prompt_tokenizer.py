@@ -101,12 +101,25 @@ class PromptTokenizer:
 
         With ``truncate=False`` a content that does not fit raises :class:`InputError` instead.
         """
-        return self.encode_contents_marking_cuts(contents, max_length, truncate=truncate)[0]
+        return self.encode_contents_with_cut_flags(contents, max_length, truncate=truncate)[0]
 
-    def encode_contents_marking_cuts(
+    def encode_contents_with_cut_flags(
         self, contents: Sequence[str], max_length: int, *, truncate: bool = True
     ) -> tuple[list[list[int]], list[bool]]:
-        """:meth:`encode_contents`, and for each content whether it was cut (one tokenization)."""
+        """:meth:`encode_contents`, and for each content whether it was cut (one tokenization).
+
+        Args:
+            contents: user-turn contents (see :meth:`PromptTemplate.format_content`).
+            max_length: most tokens in one whole prompt.
+            truncate: cut a content's end to fit (True), or refuse it.
+
+        Returns:
+            ``(sequences, cut)``: the prompt ids of each content, and whether its end was cut.
+
+        Raises:
+            InputError: with ``truncate=False``, when any content does not fit (the message
+                lists the first ten indices).
+        """
         budget = self.content_budget(max_length)
         encodings = self.tokenizer.encode_batch(list(contents), add_special_tokens=False)
         cut = [len(enc.ids) + self.num_added_tokens > budget for enc in encodings]

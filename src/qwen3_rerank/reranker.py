@@ -1,93 +1,48 @@
-"""Public API: :class:`Reranker` scores (query, document) pairs with a Qwen3-Reranker ONNX model."""
+"""Public API: :class:`Reranker` scores (query, document) pairs with a Qwen3-Reranker ONNX model.
+
+The Reranker is a facade: it checks a call's arguments, has a
+:class:`~qwen3_rerank.request_builder.RequestBuilder` turn them into token sequences
+(template, truncation, chunk windows, prefix-reuse marks), has a
+:class:`~qwen3_rerank.model_runner.ModelRunner` score those (batch plans, prefix passes,
+progress, stop checks) and shapes the answer (:mod:`~qwen3_rerank.results`).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
 
-import numpy as np
-
-from .batching import pad, plan_batches
-from .chunking import Chunk, aggregate, check_chunking, split_windows
+from .chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, ChunkingOptions
 from .engine import OnnxEngine
-from .errors import InputError, ScoringCancelled
+from .errors import InputError
 from .files import DEFAULT_DTYPE, DEFAULT_MODEL, ModelFiles, resolve_model
+from .model_runner import ModelRunner, tqdm_progress
 from .prebuild import score_graph_for
 from .prompt import PromptTemplate
 from .prompt_tokenizer import PromptTokenizer
+from .request_builder import RequestBuilder, ScoringRequest, check_documents, check_text
+from .results import RerankResult, ScoredDocument, best_first, scored_documents, sigmoid
+from .truncation import Truncation
+
+# Names other modules and users import from here (their homes are the modules above).
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MAX_BATCH_TOKENS",
+    "DEFAULT_MAX_LENGTH",
+    "Reranker",
+    "RerankResult",
+    "ScoredDocument",
+    "ScoringRequest",
+    "sigmoid",
+]
 
 log = logging.getLogger("qwen3_rerank")
 
 DEFAULT_MAX_LENGTH = 8192
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_BATCH_TOKENS = 4096
-
-
-@dataclass(frozen=True)
-class RerankResult:
-    """One ranked document: its position in the input, its relevance score and (optionally) text."""
-
-    index: int
-    score: float
-    document: str | None = None
-    #: With chunking: the window of the document that scored best.
-    best_chunk: Chunk | None = None
-
-    def to_dict(self) -> dict:
-        data = {"index": self.index, "score": self.score}
-        if self.document is not None:
-            data["document"] = self.document
-        if self.best_chunk is not None:
-            data["best_chunk"] = self.best_chunk.to_dict()
-        return data
-
-
-@dataclass(frozen=True)
-class ScoredDocument:
-    """A document's score and, with chunking, its best window."""
-
-    score: float
-    best_chunk: Chunk | None = None
-
-
-@dataclass(frozen=True)
-class ScoringRequest:
-    """Documents of one query, tokenized and ready to score (see :meth:`Reranker.prepare`).
-
-    A server tokenizes each request as it arrives and hands many of them to
-    :meth:`Reranker.score_requests` at once, which batches their documents together.
-    """
-
-    sequences: tuple[tuple[int, ...], ...]
-    truncated: tuple[bool, ...]
-    #: Length of the token prefix (system prompt, instruction, query) that the sequences marked in
-    #: ``reuses_prefix`` share, so that it can run once for them all; 0 when there is none.
-    shared_prefix: int = 0
-    reuses_prefix: tuple[bool, ...] = ()
-    #: With chunking: the windows behind the sequences, in order, and how a document's windows
-    #: make its score. ``documents`` counts documents (``len()`` counts sequences).
-    chunks: tuple[Chunk, ...] | None = None
-    window_counts: tuple[int, ...] | None = None
-    aggregation: str = "max"
-
-    @property
-    def documents(self) -> int:
-        return len(self.window_counts) if self.window_counts is not None else len(self.sequences)
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(len(s) for s in self.sequences)
-
-    def __len__(self) -> int:
-        return len(self.sequences)
-
-
-def sigmoid(gap: np.ndarray) -> np.ndarray:
-    """``softmax([yes, no])[0]`` from the gap ``yes - no``, in float64 without overflow."""
-    gap = np.asarray(gap, dtype=np.float64)
-    return np.exp(-np.logaddexp(0.0, -gap))
 
 
 class Reranker:
@@ -97,6 +52,20 @@ class Reranker:
     the same as the model card's PyTorch recipe. A one-label ``Qwen3ForSequenceClassification``
     conversion scores as ``sigmoid(logit)``, the same number (its logit is the yes − no gap). Build
     one with :meth:`from_pretrained`.
+
+    Args:
+        engine: the ONNX Runtime session of the model (full graph or score graph).
+        tokenizer: the model's prompt tokenizer, with its template.
+        max_length: most tokens in one prompt (see :meth:`from_pretrained`).
+        batch_size: most pairs in one model batch.
+        max_batch_tokens: most tokens in one model batch once padded.
+        show_progress: a progress bar over the pairs of long jobs.
+        prefix_reuse: run a query's shared prefix once (only where the engine supports it).
+        files: the resolved model files, when loaded by :meth:`from_pretrained`.
+
+    Raises:
+        InputError: ``batch_size`` or ``max_batch_tokens`` below 1, or a ``max_length`` that leaves
+            no room for content.
     """
 
     def __init__(
@@ -115,7 +84,7 @@ class Reranker:
             raise InputError("batch_size and max_batch_tokens must be at least 1")
         self.engine = engine
         self.tokenizer = tokenizer
-        tokenizer.content_budget(max_length)  # fails early when max_length is too small
+        RequestBuilder(tokenizer, max_length)  # fails early when max_length is too small
         self.max_length = max_length
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -231,6 +200,26 @@ class Reranker:
         """The prompt template the scores are computed with."""
         return self.tokenizer.template
 
+    # -- the two units, made from the current settings (attributes stay plain and settable) ------
+
+    def _request_builder(self) -> RequestBuilder:
+        """The unit that turns texts into token sequences, with this reranker's tokenizer and ``max_length``."""
+        return RequestBuilder(self.tokenizer, self.max_length)
+
+    def _model_runner(self) -> ModelRunner:
+        """The unit that runs token sequences through the model, with this reranker's batch settings."""
+        show = self.show_progress
+        return ModelRunner(
+            self.engine,
+            pad_id=self.tokenizer.pad_id,
+            yes_id=self.tokenizer.yes_id,
+            no_id=self.tokenizer.no_id,
+            batch_size=self.batch_size,
+            max_batch_tokens=self.max_batch_tokens,
+            prefix_reuse=self.prefix_reuse,
+            make_progress=lambda total: tqdm_progress(total, show),
+        )
+
     # -- scoring ---------------------------------------------------------------------------------
 
     def score(
@@ -241,29 +230,33 @@ class Reranker:
         instruction: str | None = None,
         raw: bool = False,
         truncate: bool = True,
-        chunking: str | None = None,
-        chunk_tokens: int = 512,
-        chunk_overlap: int = 64,
+        chunking: str | ChunkingOptions | None = None,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     ) -> list[float]:
         """Relevance of each document to ``query``, in input order.
 
-        Scores are probabilities in [0, 1]; ``raw=True`` gives the logit gap ``yes - no`` instead
-        (the same order, unbounded). ``truncate=False`` raises :class:`InputError` for a document
-        that does not fit ``max_length`` instead of cutting its end.
+        Args:
+            query: the search query.
+            documents: the texts to score (a list, not one string).
+            instruction: the task instruction (None: the template's default).
+            raw: the logit gap ``yes - no`` instead of the probability (the same order, unbounded).
+            truncate: cut the end of a document that does not fit ``max_length`` (True), or raise.
+            chunking: ``"max"``, ``"mean"`` or ``"first"`` (or a :class:`ChunkingOptions`): split
+                each document longer than ``chunk_tokens`` tokens into windows that overlap by
+                ``chunk_overlap`` tokens, score every window and combine their scores;
+                :meth:`rerank` also reports the best window.
+            chunk_tokens: window length, with ``chunking`` given by name.
+            chunk_overlap: window overlap, with ``chunking`` given by name.
 
-        ``chunking`` (``"max"``, ``"mean"`` or ``"first"``) splits each document longer than
-        ``chunk_tokens`` tokens into windows that overlap by ``chunk_overlap`` tokens, scores every
-        window and combines their scores; :meth:`rerank` also reports the best window.
+        Returns:
+            One score per document: probabilities in [0, 1], or gaps with ``raw``.
+
+        Raises:
+            InputError: bad arguments, or a too-long document with ``truncate=False``.
         """
-        request = self.prepare(
-            query,
-            documents,
-            instruction=instruction,
-            truncate=truncate,
-            chunking=chunking,
-            chunk_tokens=chunk_tokens,
-            chunk_overlap=chunk_overlap,
-        )
+        options = ChunkingOptions.from_keywords(chunking, chunk_tokens, chunk_overlap)
+        request = self.prepare(query, documents, instruction=instruction, truncate=truncate, chunking=options)
         return self.score_requests([request], raw=raw)[0]
 
     def score_pairs(
@@ -274,31 +267,26 @@ class Reranker:
         raw: bool = False,
         truncate: bool = True,
     ) -> list[float]:
-        """Scores of (query, document) pairs, in input order. See :meth:`score`."""
-        pairs = list(pairs)
-        if not pairs:
-            raise InputError("no (query, document) pairs to score")
-        for i, pair in enumerate(pairs):
-            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-                raise InputError(f"pair {i} is not a (query, document) tuple")
-            _check_text(pair[0], f"query of pair {i}")
-            _check_text(pair[1], f"document of pair {i}")
-        # One request per distinct query, so that each query's shared prefix can be reused.
-        by_query: dict[str, list[int]] = {}
-        for i, (query, _) in enumerate(pairs):
-            by_query.setdefault(query, []).append(i)
-        requests = [
-            self._prepare(
-                [pairs[i] for i in indices],
-                instruction=instruction,
-                truncate=truncate,
-                max_doc_tokens=None,
-                query=query,
-            )
-            for query, indices in by_query.items()
-        ]
-        scores = [0.0] * len(pairs)
-        for indices, values in zip(by_query.values(), self.score_requests(requests, raw=raw), strict=True):
+        """Scores of (query, document) pairs, in input order. See :meth:`score`.
+
+        Pairs of one query are scored together, so that the query's shared prefix can be reused.
+
+        Args:
+            pairs: ``(query, document)`` tuples.
+            instruction: the task instruction for all pairs.
+            raw: gaps instead of probabilities.
+            truncate: cut the end of a too-long document (True), or raise.
+
+        Returns:
+            One score per pair.
+
+        Raises:
+            InputError: no pairs, an item that is not a pair of strings, or a too-long document
+                with ``truncate=False``.
+        """
+        requests, groups = self._request_builder().build_pairs(pairs, instruction=instruction, truncate=truncate)
+        scores = [0.0] * sum(len(g) for g in groups)
+        for indices, values in zip(groups, self.score_requests(requests, raw=raw), strict=True):
             for i, value in zip(indices, values, strict=True):
                 scores[i] = value
         return scores
@@ -311,55 +299,46 @@ class Reranker:
         instruction: str | None = None,
         truncate: bool = True,
         max_doc_tokens: int | None = None,
-        chunking: str | None = None,
-        chunk_tokens: int = 512,
-        chunk_overlap: int = 64,
+        chunking: str | ChunkingOptions | None = None,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+        truncation: Truncation | None = None,
     ) -> ScoringRequest:
         """Check and tokenize one query's documents for :meth:`score_requests`.
 
-        ``max_doc_tokens`` first cuts each document on its own to about that many tokens (the
-        rerank APIs' "max tokens per document"); ``truncate`` and ``chunking`` then work as in
-        :meth:`score`.
-        """
-        _check_text(query, "query")
-        documents = _check_documents(documents)
-        if chunking is None:
-            return self._prepare(
-                [(query, d) for d in documents],
-                instruction=instruction,
-                truncate=truncate,
-                max_doc_tokens=max_doc_tokens,
-                query=query,
-            )
-        check_chunking(chunking, chunk_tokens, chunk_overlap)
-        if max_doc_tokens is not None:
-            documents = [self.tokenizer.cut_text(d, max_doc_tokens) for d in documents]
-        windows: list[Chunk] = []
-        texts: list[str] = []
-        counts: list[int] = []
-        for doc in documents:
-            encoding = self.tokenizer.tokenizer.encode(doc, add_special_tokens=False)
-            doc_windows = split_windows(encoding.offsets, len(doc), chunk_tokens, chunk_overlap)
-            windows.extend(doc_windows)
-            texts.extend(doc[w.char_start : w.char_end] for w in doc_windows)
-            counts.append(len(doc_windows))
-        request = self._prepare(
-            [(query, t) for t in texts], instruction=instruction, truncate=truncate, max_doc_tokens=None, query=query
-        )
-        return replace(request, chunks=tuple(windows), window_counts=tuple(counts), aggregation=chunking)
+        Args:
+            query: the search query.
+            documents: the texts to score.
+            instruction: the task instruction (None: the template's default).
+            truncate: as in :meth:`score`.
+            max_doc_tokens: first cut each document on its own to about that many tokens (the
+                rerank APIs' "max tokens per document"), whatever ``truncate`` says.
+            chunking: as in :meth:`score`.
+            chunk_tokens: as in :meth:`score`.
+            chunk_overlap: as in :meth:`score`.
+            truncation: the whole truncation policy as one value (a server's: cut the start or
+                the end, or refuse a document over ``max_doc_tokens``), instead of ``truncate``
+                and ``max_doc_tokens``.
 
-    def _prepare(self, pairs, *, instruction, truncate, max_doc_tokens, query=None) -> ScoringRequest:
-        if instruction is not None:
-            _check_text(instruction, "instruction")
-        if max_doc_tokens is not None:
-            pairs = [(q, self.tokenizer.cut_text(d, max_doc_tokens)) for q, d in pairs]
-        template = self.template
-        contents = [template.format_content(q, d, instruction) for q, d in pairs]
-        sequences, cut = self.tokenizer.encode_contents_marking_cuts(contents, self.max_length, truncate=truncate)
-        shared, reuses = 0, [False] * len(sequences)
-        if query is not None:
-            shared, reuses = self.tokenizer.shared_prefix(sequences, template.content_head(query, instruction))
-        return ScoringRequest(tuple(tuple(s) for s in sequences), tuple(cut), shared, tuple(reuses))
+        Returns:
+            The tokenized request.
+
+        Raises:
+            InputError: bad arguments; a too-long text the truncation policy refuses; or
+                ``truncation`` together with ``truncate=False`` or ``max_doc_tokens``.
+        """
+        check_text(query, "query")
+        documents = check_documents(documents)
+        options = ChunkingOptions.from_keywords(chunking, chunk_tokens, chunk_overlap)
+        if truncation is None:
+            if max_doc_tokens is not None:  # cut first, as documented, even with truncate=False
+                documents = Truncation(max_doc_tokens=max_doc_tokens).apply(documents, self.tokenizer)
+            truncation = Truncation(enabled=truncate)
+        elif not truncate or max_doc_tokens is not None:
+            raise InputError("give either truncation or truncate/max_doc_tokens, not both")
+        return self._request_builder().build(
+            query, documents, instruction=instruction, truncation=truncation, chunking=options
+        )
 
     def rerank(
         self,
@@ -370,33 +349,39 @@ class Reranker:
         instruction: str | None = None,
         return_documents: bool = True,
         truncate: bool = True,
-        chunking: str | None = None,
-        chunk_tokens: int = 512,
-        chunk_overlap: int = 64,
+        chunking: str | ChunkingOptions | None = None,
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+        chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     ) -> list[RerankResult]:
         """Documents ordered best first (ties keep input order), at most ``top_k`` of them.
 
-        With ``chunking`` (see :meth:`score`) each result also names its best window.
+        Args:
+            query: the search query.
+            documents: the texts to rank.
+            top_k: how many to return (None: all).
+            instruction: the task instruction (None: the template's default).
+            return_documents: put each document's text in its result.
+            truncate: as in :meth:`score`.
+            chunking: as in :meth:`score`; each result then also names its best window.
+            chunk_tokens: as in :meth:`score`.
+            chunk_overlap: as in :meth:`score`.
+
+        Returns:
+            The results, best first.
+
+        Raises:
+            InputError: bad arguments (``top_k`` below 1 included), or a too-long document with
+                ``truncate=False``.
         """
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise InputError(f"top_k must be a positive integer, got {top_k!r}")
-        documents = _check_documents(documents)
-        request = self.prepare(
-            query,
-            documents,
-            instruction=instruction,
-            truncate=truncate,
-            chunking=chunking,
-            chunk_tokens=chunk_tokens,
-            chunk_overlap=chunk_overlap,
-        )
-        scored = self.score_requests_detailed([request])[0]
-        order = sorted(range(len(scored)), key=lambda i: (-scored[i].score, i))
-        if top_k is not None:
-            order = order[:top_k]
+        documents = check_documents(documents)
+        options = ChunkingOptions.from_keywords(chunking, chunk_tokens, chunk_overlap)
+        request = self.prepare(query, documents, instruction=instruction, truncate=truncate, chunking=options)
+        scored = self.score_requests_with_best_chunks([request])[0]
         return [
             RerankResult(i, scored[i].score, documents[i] if return_documents else None, scored[i].best_chunk)
-            for i in order
+            for i in best_first([d.score for d in scored], top_k)
         ]
 
     def score_requests(
@@ -410,15 +395,51 @@ class Reranker:
 
         Requests with a shared prefix (and a model that returns its KV cache) run that prefix once;
         all other sequences are batched together across requests. A chunked request gets one
-        score per document (see :meth:`score_requests_detailed` for the best windows).
+        score per document (see :meth:`score_requests_with_best_chunks` for the best windows).
 
-        ``should_stop``, when given, is called before each model batch (from the calling thread);
-        once it returns True the call stops there and raises :class:`ScoringCancelled`, whose
-        ``unscored`` says how many sequences were left unscored. A server passes a check that its
-        clients have all gone; ``threading.Event().is_set`` works too.
+        Args:
+            requests: from :meth:`prepare`.
+            raw: gaps instead of probabilities.
+            should_stop: when given, called before each model batch (from the calling thread);
+                once it returns True the call stops there. A server passes a check that its
+                clients have all gone; ``threading.Event().is_set`` works too.
+
+        Returns:
+            Per request, one score per document.
+
+        Raises:
+            ScoringCancelled: ``should_stop`` returned True; its ``unscored`` says how many
+                sequences were left unscored.
         """
         return [
-            [d.score for d in docs] for docs in self.score_requests_detailed(requests, raw=raw, should_stop=should_stop)
+            [d.score for d in docs]
+            for docs in self.score_requests_with_best_chunks(requests, raw=raw, should_stop=should_stop)
+        ]
+
+    def score_requests_with_best_chunks(
+        self,
+        requests: Sequence[ScoringRequest],
+        *,
+        raw: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[list[ScoredDocument]]:
+        """Like :meth:`score_requests`, with each chunked document's best window.
+
+        Args:
+            requests: from :meth:`prepare`.
+            raw: gaps instead of probabilities.
+            should_stop: as in :meth:`score_requests`.
+
+        Returns:
+            Per request, one :class:`ScoredDocument` per document (``best_chunk`` set with chunking).
+
+        Raises:
+            ScoringCancelled: as in :meth:`score_requests`.
+        """
+        gaps = self._model_runner().gaps(requests, should_stop=should_stop)
+        return [
+            scored_documents(request, values if raw else sigmoid(values))
+            for request, values in zip(requests, gaps, strict=True)
         ]
 
     def score_requests_detailed(
@@ -428,145 +449,10 @@ class Reranker:
         raw: bool = False,
         should_stop: Callable[[], bool] | None = None,
     ) -> list[list[ScoredDocument]]:
-        """Like :meth:`score_requests`, with each chunked document's best window."""
-        values = self._sequence_scores(requests, raw=raw, should_stop=should_stop)
-        out = []
-        for request, seq_values in zip(requests, values, strict=True):
-            if request.window_counts is None:
-                out.append([ScoredDocument(float(v)) for v in seq_values])
-                continue
-            docs, start = [], 0
-            for count in request.window_counts:
-                window_values = seq_values[start : start + count]
-                best = start + int(np.argmax(window_values))
-                docs.append(ScoredDocument(aggregate(window_values, request.aggregation), request.chunks[best]))
-                start += count
-            out.append(docs)
-        return out
-
-    def _sequence_scores(
-        self, requests: Sequence[ScoringRequest], *, raw: bool, should_stop: Callable[[], bool] | None = None
-    ) -> list[np.ndarray]:
-        """One score per token sequence of each request, in order."""
-        total = sum(len(r) for r in requests)
-        stop = None if should_stop is None else _StopCheck(should_stop, total)
-        gaps = np.empty(total, dtype=np.float64)
-        plain: list[int] = []
-        offsets, start = [], 0
-        for request in requests:
-            offsets.append(start)
-            start += len(request)
-        progress = self._progress(total)
-        try:
-            for request, offset in zip(requests, offsets, strict=True):
-                reuse = [i for i, ok in enumerate(request.reuses_prefix) if ok] if self.prefix_reuse else []
-                if len(reuse) < 2:  # a prefix pass pays off only when two or more documents share it
-                    reuse = []
-                if reuse:
-                    gaps[[offset + i for i in reuse]] = self._prefix_gaps(request, reuse, progress, stop)
-                reused = set(reuse)
-                plain.extend(offset + i for i in range(len(request)) if i not in reused)
-            if plain:
-                flat = [seq for request in requests for seq in request.sequences]
-                gaps[plain] = self._logit_gaps([flat[i] for i in plain], progress, stop)
-        finally:
-            if progress is not None:
-                progress.close()
-        values = gaps if raw else sigmoid(gaps)
-        return [values[o : o + len(r)] for r, o in zip(requests, offsets, strict=True)]
-
-    def _progress(self, total: int):
-        if not self.show_progress or total < 2:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc="reranking", unit="pair")
-
-    def _logit_gaps(self, sequences: Sequence[Sequence[int]], progress=None, stop=None) -> np.ndarray:
-        """``logit(yes) - logit(no)`` at the last position for each token sequence, float64."""
-        gaps = np.empty(len(sequences), dtype=np.float64)
-        batches = plan_batches(
-            [len(s) for s in sequences], max_batch_tokens=self.max_batch_tokens, max_batch_size=self.batch_size
+        """Deprecated name of :meth:`score_requests_with_best_chunks` (same arguments and result)."""
+        warnings.warn(
+            "score_requests_detailed is now score_requests_with_best_chunks",
+            DeprecationWarning,
+            stacklevel=2,
         )
-        # A full graph is read at its last column, so it needs left padding; the score graph finds
-        # each row's last token and gets right padding, which every attention kernel supports.
-        side = "right" if self.engine.is_score_graph else "left"
-        for batch in batches:
-            if stop is not None:
-                stop.check(len(batch))
-            ids, mask = pad([sequences[i] for i in batch], self.tokenizer.pad_id, side)
-            gaps[batch] = self.engine.gaps(ids, mask, self.tokenizer.yes_id, self.tokenizer.no_id)
-            if progress is not None:
-                progress.update(len(batch))
-        return gaps
-
-    def _prefix_gaps(self, request: ScoringRequest, indices: list[int], progress=None, stop=None) -> np.ndarray:
-        """Gaps of the sequences of one request at ``indices``, which share its prefix tokens.
-
-        The prefix runs once (batch of 1); its KV cache is then fed, repeated per row, with the
-        remaining tokens of each document. The attention mask covers prefix + document, and the
-        positions continue after the prefix, so every token sees exactly what it sees in the
-        whole prompt.
-        """
-        shared = request.shared_prefix
-        if stop is not None:
-            stop.check(0)
-        cache = self.engine.prefix_cache(request.sequences[indices[0]][:shared])
-        parts = [request.sequences[i][shared:] for i in indices]
-        gaps = np.empty(len(parts), dtype=np.float64)
-        batches = plan_batches(
-            [len(p) for p in parts],
-            max_batch_tokens=self.max_batch_tokens,
-            max_batch_size=self.engine.max_batch_with_past or self.batch_size,
-        )
-        widest = max(len(b) for b in batches)
-        # One contiguous copy per request; each batch takes its first rows (still contiguous).
-        repeated = {
-            name: np.ascontiguousarray(np.broadcast_to(value, (widest, *value.shape[1:])))
-            for name, value in cache.items()
-        }
-        by_rows: dict[int, dict] = {}
-        for batch in batches:
-            if stop is not None:
-                stop.check(len(batch))
-            ids, mask = pad([parts[i] for i in batch], self.tokenizer.pad_id, "right")
-            full_mask = np.concatenate([np.ones((len(batch), shared), dtype=np.int64), mask], axis=1)
-            rows = len(batch)
-            if rows not in by_rows:  # on CUDA: copied to the device once per batch size
-                by_rows[rows] = {name: self.engine.to_device(value[:rows]) for name, value in repeated.items()}
-            past = by_rows[rows]
-            gaps[batch] = self.engine.gaps(ids, full_mask, self.tokenizer.yes_id, self.tokenizer.no_id, past=past)
-            if progress is not None:
-                progress.update(len(batch))
-        return gaps
-
-
-class _StopCheck:
-    """Asks ``should_stop`` before each model batch and counts the sequences still unscored."""
-
-    def __init__(self, should_stop: Callable[[], bool], total: int) -> None:
-        self.should_stop = should_stop
-        self.total = total
-        self.left = total
-
-    def check(self, rows: int) -> None:
-        """Before a batch of ``rows`` sequences: raise :class:`ScoringCancelled`, or count them done."""
-        if self.should_stop():
-            raise ScoringCancelled(self.left, self.total)
-        self.left -= rows
-
-
-def _check_text(value, what: str) -> None:
-    if not isinstance(value, str):
-        raise InputError(f"{what} must be a string, got {type(value).__name__}")
-
-
-def _check_documents(documents) -> list[str]:
-    if isinstance(documents, str):
-        raise InputError("documents must be a list of strings, not one string")
-    documents = list(documents)
-    if not documents:
-        raise InputError("no documents to rerank")
-    for i, doc in enumerate(documents):
-        _check_text(doc, f"document {i}")
-    return documents
+        return self.score_requests_with_best_chunks(requests, raw=raw, should_stop=should_stop)

@@ -39,12 +39,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -55,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cpu_features import int8_products_exact
 from .errors import ModelLoadError
 
 log = logging.getLogger("qwen3_rerank")
@@ -165,27 +164,6 @@ def resolve_activations(mode: str) -> str:
     if mode != "auto":
         return mode
     return "row" if int8_products_exact() else "row-u8"
-
-
-@functools.cache
-def int8_products_exact() -> bool:
-    """Whether ONNX Runtime's u8×s8 kernel sums this CPU's products without 16-bit saturation.
-
-    Why it matters: on x86 without VNNI the kernel uses ``VPMADDUBSW``, which adds two u8×s8
-    products into a saturating int16; with full-range int8 weights and activations that use their
-    whole range (per token) a product of one 1024-wide row was off by up to 15% in a test
-    (docs/benchmarks/q8-rows/). VNNI (``VPDPBUSD``), AMX and ARM's dot-product and widening
-    multiplies sum in 32 bits. Where the flags cannot be read (x86 outside Linux), the answer is
-    the safe one: no.
-    """
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return True
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
 
 
 def _check_modes(activations: str, head: str) -> None:

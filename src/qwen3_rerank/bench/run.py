@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cpu_features import cpu_info
 from .report import Json
 from .workloads import MAIN_WORKLOADS, QUICK_WORKLOADS
 
@@ -60,30 +61,6 @@ DEFAULT_PLAN: dict[str, dict[str, tuple[int | None, int | None]]] = {
     "js-q4": {"1x100x128": (None, 3), "1x20x512": (None, 1)},
 }
 QUICK_ENGINES = ("ours-fp32-fast", "ours-fp32-sg", "ours-fp32-plain")
-
-
-def cpu_info() -> Json:
-    """The CPU: model name, core count and the instruction sets that matter here (from /proc/cpuinfo)."""
-    flags: set[str] = set()
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {
-        "model": model,
-        "cores": os.cpu_count(),
-        "avx2": "avx2" in flags,
-        "avx512f": "avx512f" in flags,
-        "avx512_vnni": "avx512_vnni" in flags or "avx512vnni" in flags,
-        "avx_vnni": "avx_vnni" in flags,
-        "bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
-        "platform": platform.platform(),
-    }
 
 
 def engine_args(name: str) -> list[str]:

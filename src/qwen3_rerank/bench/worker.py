@@ -119,6 +119,7 @@ def _reranker_on_file(args: argparse.Namespace, session_options: dict[str, Any])
 
 def run_ours(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str, Any]:
     """This library (:class:`Reranker`), as the options in ``args`` set it up."""
+    from ..model_runner import prefix_pass_rows
     from ..reranker import Reranker
 
     t0 = time.perf_counter()
@@ -166,9 +167,7 @@ def run_ours(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str
     for _ in range(args.repeat):
         for query, docs in calls:
             request = reranker.prepare(query, docs)
-            reuse = [i for i, ok in enumerate(request.reuses_prefix) if ok] if reranker.prefix_reuse else []
-            if len(reuse) < 2:
-                reuse = []
+            reuse = prefix_pass_rows(request, reranker.prefix_reuse)  # the runner's own rule
             if reuse:
                 segments.append((request.shared_prefix, 0))
             for i, seq in enumerate(request.sequences):

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..reranker import RerankResult
+from ..results import RerankResult
 from .options import (
     CHUNKING_MODES,
     ModelOptions,

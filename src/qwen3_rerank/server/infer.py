@@ -19,9 +19,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
+from ..chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, ChunkingOptions
 from ..errors import InputError, RerankError
-from ..reranker import ScoredDocument, ScoringRequest
+from ..request_builder import ScoringRequest
+from ..results import ScoredDocument
+from ..truncation import Truncation
 from .admission import Admission
 from .api_errors import ApiError
 from .model import RerankModel
@@ -41,15 +45,34 @@ class RerankParams:
     instruction: str | None = None
     #: the logit gap ``yes - no`` instead of the probability of "yes"
     raw: bool = False
-    #: False: a text longer than ``max_doc_tokens`` is refused (422) instead of cut
+    #: False: a text longer than ``max_doc_tokens`` (or the model's ``max_length``) is refused (422) instead of cut
     truncate: bool = True
     max_doc_tokens: int | None = None
-    #: cut a long text's start off (keep its end) instead of its end
-    cut_start: bool = False
+    #: which end a text over ``max_doc_tokens`` loses: "right" its end, "left" its start (TEI)
+    truncation_direction: Literal["right", "left"] = "right"
     #: windows instead of cutting ("max", "mean" or "first"); every token of every text is read
     chunking: str | None = None
-    chunk_tokens: int = 512
-    chunk_overlap: int = 64
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
+
+    def chunking_options(self) -> ChunkingOptions | None:
+        """The chunking the request asks for, or None.
+
+        Raises:
+            InputError: out-of-range chunking options (a 422, raised where :class:`Infer` maps it).
+        """
+        return ChunkingOptions(self.chunking, self.chunk_tokens, self.chunk_overlap) if self.chunking else None
+
+    def truncation(self) -> Truncation:
+        """The library's truncation policy for this request.
+
+        With chunking a document is read whole, in windows: ``max_doc_tokens`` does not apply.
+
+        Raises:
+            InputError: an out-of-range ``max_doc_tokens``.
+        """
+        limit = None if self.chunking else self.max_doc_tokens
+        return Truncation(enabled=self.truncate, direction=self.truncation_direction, max_doc_tokens=limit)
 
 
 @dataclass(frozen=True)
@@ -62,28 +85,12 @@ class Scored:
 
 def prepare(model: RerankModel, params: RerankParams) -> ScoringRequest:
     """Tokenize one request as its parameters say (blocking: run it in a thread)."""
-    if params.chunking:
-        return model.prepare(
-            params.query,
-            params.texts,
-            instruction=params.instruction,
-            truncate=params.truncate,
-            chunking=params.chunking,
-            chunk_tokens=params.chunk_tokens,
-            chunk_overlap=params.chunk_overlap,
-        )
-    limit = params.max_doc_tokens
-    if not params.truncate:
-        if limit is not None:
-            for i, text in enumerate(params.texts):
-                if model.tokenizer.cut_text(text, limit) != text:
-                    raise InputError(f"document {i} is longer than {limit} tokens and truncation is off")
-        return model.prepare(params.query, params.texts, instruction=params.instruction, truncate=False)
-    if params.cut_start and limit is not None:
-        texts = [model.tokenizer.cut_text_start(text, limit) for text in params.texts]
-        return model.prepare(params.query, texts, instruction=params.instruction, truncate=True)
     return model.prepare(
-        params.query, params.texts, instruction=params.instruction, truncate=True, max_doc_tokens=limit
+        params.query,
+        params.texts,
+        instruction=params.instruction,
+        chunking=params.chunking_options(),
+        truncation=params.truncation(),
     )
 
 

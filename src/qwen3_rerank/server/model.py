@@ -1,8 +1,9 @@
 """What the server needs of a model: the part of :class:`~qwen3_rerank.Reranker` it calls.
 
 Written as protocols so that every unit of the server (infer, worker, routes) can be driven in
-tests by a small fake, for instance one that sleeps in ``score_requests_detailed``, instead of a
-test-only hook in the production settings.
+tests by a small fake, for instance one that sleeps in ``score_requests_with_best_chunks``, instead
+of a test-only hook in the production settings. The truncation policy is the library's
+(:class:`~qwen3_rerank.truncation.Truncation`): a fake applies it with a tokenizer of its own.
 """
 
 from __future__ import annotations
@@ -10,22 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ..reranker import ScoredDocument, ScoringRequest
-
-
-class TextCutter(Protocol):
-    """The tokenizer's two ways of cutting a text to about ``max_tokens`` tokens."""
-
-    def cut_text(self, text: str, max_tokens: int) -> str: ...
-
-    def cut_text_start(self, text: str, max_tokens: int) -> str: ...
+from ..chunking import ChunkingOptions
+from ..request_builder import ScoringRequest
+from ..results import ScoredDocument
+from ..truncation import Truncation
 
 
 class RerankModel(Protocol):
-    """Tokenize one request (:meth:`prepare`) and score many at once (:meth:`score_requests_detailed`)."""
-
-    @property
-    def tokenizer(self) -> TextCutter: ...
+    """Tokenize one request (:meth:`prepare`) and score many at once (:meth:`score_requests_with_best_chunks`)."""
 
     @property
     def max_length(self) -> int: ...
@@ -36,14 +29,11 @@ class RerankModel(Protocol):
         documents: Sequence[str],
         *,
         instruction: str | None = None,
-        truncate: bool = True,
-        max_doc_tokens: int | None = None,
-        chunking: str | None = None,
-        chunk_tokens: int = 512,
-        chunk_overlap: int = 64,
+        chunking: str | ChunkingOptions | None = None,
+        truncation: Truncation | None = None,
     ) -> ScoringRequest: ...
 
-    def score_requests_detailed(
+    def score_requests_with_best_chunks(
         self,
         requests: Sequence[ScoringRequest],
         *,

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..reranker import ScoredDocument, ScoringRequest
+from ..request_builder import ScoringRequest
+from ..results import ScoredDocument
 
 
 class QueueClosed(Exception):

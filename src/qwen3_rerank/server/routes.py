@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..results import best_first
 from .api_errors import ERROR_RESPONSES, ApiError, error_json
 from .infer import RerankParams
 from .schemas import (
@@ -59,12 +60,6 @@ AUTHORIZED = [Depends(check_api_key)]
 router = APIRouter()
 
 
-def ranked(scores: list[float], top_n: int | None) -> list[int]:
-    """Indices best first; ties keep input order."""
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    return order if top_n is None else order[:top_n]
-
-
 # -- rerank --------------------------------------------------------------------------------------
 
 
@@ -106,7 +101,7 @@ async def cohere_rerank(body: RerankRequest, request: Request, server: ServerSta
     )
     scores = [d.score for d in scored.documents]
     results = []
-    for i in ranked(scores, body.top_n):
+    for i in best_first(scores, body.top_n):
         item: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
         if body.return_documents:
             item["document"] = {"text": texts[i]}
@@ -176,13 +171,13 @@ async def rerank_tei(body: TeiRerankRequest, request: Request, server: Server) -
             raw=body.raw_scores,
             truncate=True if body.truncate is None else body.truncate,
             max_doc_tokens=server.settings.max_tokens_per_doc,
-            cut_start=body.truncation_direction.lower() == "left",
+            truncation_direction="left" if body.truncation_direction.lower() == "left" else "right",
         ),
         functools.partial(wait_for_disconnect, request),
     )
     scores = [d.score for d in scored.documents]
     out = []
-    for i in ranked(scores, None):
+    for i in best_first(scores):
         item: dict[str, Any] = {"index": i, "score": scores[i]}
         if body.return_text:
             item["text"] = body.texts[i]

@@ -106,7 +106,12 @@ class BestChunk(BaseModel):
     char_end: int
 
 
-class RerankResult(BaseModel):
+class RerankResponseItem(BaseModel):
+    """One entry of :class:`RerankResponse` ``results`` (Cohere / Jina shape).
+
+    Not the library's :class:`qwen3_rerank.RerankResult`: this is the wire format of one result.
+    """
+
     index: int
     relevance_score: float
     document: ResultDocument | None = None
@@ -140,7 +145,7 @@ class Meta(BaseModel):
 class RerankResponse(BaseModel):
     id: str
     model: str
-    results: list[RerankResult] = Field(description="best first; ties keep input order")
+    results: list[RerankResponseItem] = Field(description="best first; ties keep input order")
     usage: Usage
     meta: Meta
 

@@ -24,6 +24,13 @@ log = logging.getLogger("qwen3_rerank.server")
 
 
 class ServerState:
+    """The one object a route gets: the settings, the model and the parts of the path around it.
+
+    Args:
+        settings: the server's resolved settings.
+        model: the loaded reranker (or, in tests, a fake with the same calls).
+    """
+
     def __init__(self, settings: ServerSettings, model: RerankModel) -> None:
         self.settings = settings
         self.model = model
@@ -56,6 +63,7 @@ class ServerState:
         log.info("model warmed up in %.2f s; ready", time.perf_counter() - began)
 
     async def stop(self) -> None:
+        """Stop taking requests, score what is queued, and end the worker."""
         self.ready = False
         await self.worker.stop()
         if self.watch is not None:

@@ -1,6 +1,6 @@
 """The one model worker: pulls batches from the queue and runs them, one step at a time.
 
-Each step is one :meth:`Reranker.score_requests_detailed` call (per score kind, raw or
+Each step is one :meth:`Reranker.score_requests_with_best_chunks` call (per score kind, raw or
 probability) on a single worker thread, so the event loop stays free to take and queue new
 requests while the model runs; they go together into the next step, and batches grow with
 load. Before a step the worker waits at most ``max_wait`` for the queue to hold a full token
@@ -99,7 +99,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         call = functools.partial(
-            self.model.score_requests_detailed,
+            self.model.score_requests_with_best_chunks,
             [entry.request for entry in group],
             raw=raw,
             should_stop=lambda: all(entry.gone.is_set() for entry in group),  # asked on the model thread
