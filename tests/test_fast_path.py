@@ -95,10 +95,10 @@ def test_cache_is_reused_and_invalidated(tmp_path, tiny_model_dir, tokenizer_dir
         stale.unlink()
     source = folder / "onnx" / "model.onnx"
     assert cached_score_graph(source, 1, 2) is None
-    built = ensure_score_graph(source, 1, 2)
+    built = ensure_score_graph(source, 1, 2).path
     mtime = built.stat().st_mtime_ns
     assert cached_score_graph(source, 1, 2) == built
-    assert ensure_score_graph(source, 1, 2).stat().st_mtime_ns == mtime  # not rebuilt
+    assert ensure_score_graph(source, 1, 2).path.stat().st_mtime_ns == mtime  # not rebuilt
     assert cached_score_graph(source, 2, 1) is None  # other token ids, other graph
     data = folder / "onnx" / "model.onnx_data"
     data.write_bytes(data.read_bytes())  # same bytes, new mtime: the weights may have changed
@@ -185,12 +185,12 @@ def test_float_head_is_the_tied_embedding_rows(tmp_path, tiny_model_dir, tokeniz
         tokenizer = make_reranker(folder, dtype="q8", score_graph=False).tokenizer
         ids = [tokenizer.yes_id, tokenizer.no_id]
         # auto keeps an int8 head (the float rows measured no closer to fp32 there)
-        assert score_graph_record(ensure_score_graph(target, *ids))["head"] == "quantized"
+        assert score_graph_record(ensure_score_graph(target, *ids).path)["head"] == "quantized"
         table = numpy_helper.to_array(
             next(t for t in onnx.load(str(source)).graph.initializer if t.name == "model.lm_head.weight")
         )
         if tied:
-            path = ensure_score_graph(target, *ids, head="float")
+            path = ensure_score_graph(target, *ids, head="float").path
             assert score_graph_record(path)["head"] == "float"
             weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
             np.testing.assert_array_equal(weights["score.lm_head.float_weight"], table[ids].T)

@@ -21,14 +21,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ModelLoadError
+from .errors import InputError, ModelLoadError
 from .score_graph import OUTPUT as YES_NO_OUTPUT
-from .score_graph import SEQ_CLS_OUTPUT
+from .score_graph import SEQ_CLS_OUTPUT, ScoreGraph
 
 if TYPE_CHECKING:
     from onnxruntime import NodeArg, OrtValue
@@ -50,6 +50,28 @@ _ORT_TYPES: dict[str, type[np.generic] | None] = {
     "tensor(int32)": np.int32,
     "tensor(bfloat16)": None,  # no numpy dtype; rejected with a clear error below
 }
+
+
+#: The ``onnxruntime.SessionOptions`` settings that ``session_options`` may change, and what for.
+#: Only these are passed on: a misspelt or unsupported name is an error that lists them, instead
+#: of an attribute set on the Python object and silently ignored by ONNX Runtime (or a traceback).
+#: ``graph_optimization_level`` and ``execution_mode`` also take the enum member's name as a string.
+SESSION_OPTIONS: dict[str, str] = {
+    "intra_op_num_threads": "int: threads inside one operator (what `threads` sets)",
+    "inter_op_num_threads": "int: threads across independent operators (parallel execution mode)",
+    "execution_mode": "ORT_SEQUENTIAL (default) or ORT_PARALLEL",
+    "graph_optimization_level": "ORT_DISABLE_ALL, ORT_ENABLE_BASIC, ORT_ENABLE_EXTENDED or ORT_ENABLE_ALL (default)",
+    "enable_cpu_mem_arena": "bool: ONNX Runtime's CPU memory arena",
+    "enable_mem_pattern": "bool: pre-plan memory from the first run's shapes",
+    "enable_mem_reuse": "bool: reuse buffers between operators",
+    "use_deterministic_compute": "bool: deterministic kernels where ONNX Runtime has them",
+    "enable_profiling": "bool: write a JSON profile of every run",
+    "profile_file_prefix": "str: where the profile goes",
+    "optimized_model_filepath": "str: save the graph as ONNX Runtime optimized it",
+    "log_severity_level": "int: 0 (verbose) to 4 (fatal); 3 by default here",
+    "config_entries": "mapping of session config entry names to values (add_session_config_entry)",
+}
+_ENUM_OPTIONS = {"graph_optimization_level": "GraphOptimizationLevel", "execution_mode": "ExecutionMode"}
 
 
 @dataclass(frozen=True)
@@ -104,24 +126,26 @@ class OnnxEngine:
     last-position logits or yes − no gaps.
 
     Args:
-        path: the ``.onnx`` file.
+        path: the ``.onnx`` file, or the :class:`~qwen3_rerank.score_graph.ScoreGraph` record
+            of a score graph (its limits then apply: see :attr:`max_batch_with_past`).
         config: the model's ``config.json``; used for KV-cache shapes and the architecture when
             the graph leaves them open.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         providers: explicit ONNX Runtime execution providers (overrides ``device``).
         threads: intra-op threads; ``None`` or 0: ONNX Runtime's default.
         io_binding: bind inputs and outputs explicitly; default: on CUDA only.
-        session_options: ``SessionOptions`` attributes to override (``config_entries`` is a
-            mapping of session config entries), e.g. for measurements.
+        session_options: ``SessionOptions`` settings to override, e.g. for measurements; the
+            names allowed are the keys of :data:`SESSION_OPTIONS`.
 
     Raises:
-        ModelLoadError: the file cannot be loaded, or the graph's inputs are not those of a
-            Qwen3 causal LM (with or without a KV cache).
+        InputError: an unknown session option, or a value of the wrong type.
+        ModelLoadError: the file cannot be loaded, the graph's inputs are not those of a Qwen3
+            causal LM (with or without a KV cache), or it lacks the output its record names.
     """
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | ScoreGraph,
         *,
         config: Mapping[str, Any] | None = None,
         device: str = "cpu",
@@ -132,7 +156,8 @@ class OnnxEngine:
     ) -> None:
         import onnxruntime as ort
 
-        self.path = Path(path)
+        record = path if isinstance(path, ScoreGraph) else None
+        self.path = path.path if isinstance(path, ScoreGraph) else Path(path)
         config = config or {}
         provider_names = providers_for(device, providers)
         provider_list: list[str | tuple[str, dict[str, int]]] = list(provider_names)
@@ -152,21 +177,24 @@ class OnnxEngine:
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
-        for key, value in (session_options or {}).items():  # overrides, e.g. for measurements
-            if key == "graph_optimization_level" and isinstance(value, str):
-                options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, value)
-            elif key == "config_entries":
-                # a mapping (or pairs) of entry names to values; dict() takes both as before
-                for name, entry in dict(cast("Mapping[str, object]", value)).items():
-                    options.add_session_config_entry(name, str(entry))
-            else:
-                setattr(options, key, value)
+        _apply_session_options(options, session_options or {})
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=provider_list)
         except Exception as exc:
             raise ModelLoadError(_explain_session_error(self.path, exc)) from None
 
         self._introspect(config)
+        #: Most rows in one batch on top of a KV-cache past (``None``: no limit). ONNX Runtime's
+        #: GroupQueryAttention takes several new tokens on top of a past only for a batch of one;
+        #: the score graph's record says whether it has that operator.
+        self.max_batch_with_past: int | None = None
+        if record is not None:
+            if self.logits_name != record.output:
+                raise ModelLoadError(
+                    f"{self.path.name} has no output {record.output!r}, which its score-graph record names "
+                    f"(it has {self.logits_name!r}): rebuild it with qwen3-rerank optimize"
+                )
+            self.max_batch_with_past = record.max_batch_with_past
 
     # -- graph introspection -------------------------------------------------------------------
 
@@ -223,9 +251,6 @@ class OnnxEngine:
             if p.name.replace("past_key_values.", "present.", 1) in outputs
         }
         self.supports_prefix_cache = bool(self.past_inputs) and len(self.present_for_past) == len(self.past_inputs)
-        #: ONNX Runtime's GroupQueryAttention takes several new tokens on top of a past only for a
-        #: batch of one; such graphs say so in their score-graph record (see score_graph.py).
-        self.max_batch_with_past: int | None = None
 
     def _single_logit(self, score_output: str | None, config: Mapping[str, Any]) -> bool:
         """Whether the graph outputs one logit per row/position (the yes − no gap) instead of a
@@ -407,6 +432,43 @@ class OnnxEngine:
         values: list[npt.NDArray[np.floating[Any]]] = self.session.run(names, self.feeds(ids, mask))
         by_present = dict(zip(names, values, strict=True))
         return {past: by_present[present] for past, present in self.present_for_past.items()}
+
+
+def _apply_session_options(options: Any, overrides: Mapping[str, object]) -> None:
+    """Set the whitelisted :data:`SESSION_OPTIONS` on an ``onnxruntime.SessionOptions``.
+
+    Raises:
+        InputError: a name outside the whitelist, an unknown enum name, or a value of the wrong type.
+    """
+    import onnxruntime as ort
+
+    unknown = sorted(set(overrides) - set(SESSION_OPTIONS))
+    if unknown:
+        raise InputError(
+            f"unknown session option(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(SESSION_OPTIONS)}"
+        )
+    for key, value in overrides.items():
+        if key == "config_entries":
+            try:  # a mapping, or (name, value) pairs as JSON lists them
+                entries = dict(value)  # type: ignore[call-overload]
+            except (TypeError, ValueError):
+                raise InputError(
+                    f"session option 'config_entries' must be a mapping, not {type(value).__name__}"
+                ) from None
+            for name, entry in entries.items():
+                options.add_session_config_entry(str(name), str(entry))
+            continue
+        if key in _ENUM_OPTIONS and isinstance(value, str):
+            enum = getattr(ort, _ENUM_OPTIONS[key])
+            if not hasattr(enum, value):
+                raise InputError(f"session option {key!r}: unknown value {value!r} ({SESSION_OPTIONS[key]})")
+            value = getattr(enum, value)
+        try:
+            setattr(options, key, value)
+        except TypeError:
+            raise InputError(
+                f"session option {key!r}: {value!r} is not a valid value ({SESSION_OPTIONS[key]})"
+            ) from None
 
 
 def _dim(shape: Sequence[int | str | None], axis: int, fallback: int | None) -> int | None:

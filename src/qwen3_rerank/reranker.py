@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, ChunkingOptions
 from .engine import OnnxEngine
 from .errors import InputError
 from .files import DEFAULT_DTYPE, DEFAULT_MODEL, ModelFiles, resolve_model
 from .model_runner import ModelRunner, tqdm_progress
+from .prebuild import score_graph_for
 from .prompt import PromptTemplate
 from .prompt_tokenizer import PromptTokenizer
 from .request_builder import RequestBuilder, ScoringRequest, check_documents, check_text
@@ -114,6 +114,8 @@ class Reranker:
         local_files_only: bool = False,
         token: str | bool | None = None,
         template: str | PromptTemplate | None = None,
+        session_options: Mapping[str, object] | None = None,
+        score_graph_cache: str | os.PathLike[str] | None = None,
     ) -> Reranker:
         """Load a model from a local folder or a Hub repo id.
 
@@ -131,7 +133,8 @@ class Reranker:
                 ``max_batch_tokens`` tokens once padded.
             show_progress: a progress bar over the pairs of long jobs.
             score_graph: run the reranking-specialised graph (only the yes/no logits at the last
-                position), built from the model file on first use and cached next to it.
+                position), built from the model file on first use and kept next to it, or in
+                the score-graph cache when the model folder is not writable.
             prefix_reuse: run the part of the prompt that all documents of a query share
                 (system prompt, instruction, query) once, and reuse its KV cache for them all.
             q8_activations: for dynamic-int8 files (q8), how the score graph quantises
@@ -150,24 +153,37 @@ class Reranker:
             template: the prompt, by name or as a :class:`~qwen3_rerank.prompt.PromptTemplate`:
                 ``official`` (default, the reference recipe's) or ``card`` (the ONNX model
                 card's Transformers.js code, to reproduce its numbers).
+            session_options: ONNX Runtime ``SessionOptions`` settings to override, applied after
+                ``threads``, e.g. ``{"enable_mem_pattern": False}`` or
+                ``{"config_entries": {"session.disable_prepacking": "1"}}``. Only the names in
+                :data:`qwen3_rerank.engine.SESSION_OPTIONS` are accepted.
+            score_graph_cache: the folder for score graphs of models whose folder is not
+                writable, keyed by the model file's content (default: ``$QWEN3_RERANK_CACHE``,
+                else the platform's user cache directory). Not ``cache_dir``, the Hub's download
+                cache.
 
         Raises:
             ModelLoadError: the model cannot be found, downloaded or loaded.
-            InputError: an unknown template name or an unusable ``max_length``.
+            InputError: an unknown template name, session option, ``q8_activations`` or
+                ``yes_no_head``, or an unusable ``max_length``.
         """
         files = resolve_model(
             model, dtype, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
         )
         tokenizer = PromptTokenizer.from_file(files.tokenizer, pad_token=files.pad_token, template=template)
-        onnx_path = files.onnx
+        graph = None
         if score_graph:
-            onnx_path = _score_graph_or_full(files.onnx, tokenizer, activations=q8_activations, head=yes_no_head)
-        engine = OnnxEngine(onnx_path, config=files.config, device=device, providers=providers, threads=threads)
-        if engine.is_score_graph:
-            from .score_graph import score_graph_record
-
-            if score_graph_record(onnx_path).get("group_query_attention"):
-                engine.max_batch_with_past = 1
+            graph = score_graph_for(
+                files, tokenizer, activations=q8_activations, head=yes_no_head, cache=score_graph_cache
+            )
+        engine = OnnxEngine(
+            graph or files.onnx,
+            config=files.config,
+            device=device,
+            providers=providers,
+            threads=threads,
+            session_options=session_options,
+        )
         return cls(
             engine,
             tokenizer,
@@ -440,20 +456,3 @@ class Reranker:
             stacklevel=2,
         )
         return self.score_requests_with_best_chunks(requests, raw=raw, should_stop=should_stop)
-
-
-def _score_graph_or_full(
-    source: Path, tokenizer: PromptTokenizer, *, activations: str = "auto", head: str = "auto"
-) -> Path:
-    """The cached score graph of ``source`` (built on first use), or ``source`` if none can be made."""
-    from .score_graph import ACTIVATION_MODES, HEAD_MODES, ScoreGraphError, ensure_score_graph
-
-    if activations not in ACTIVATION_MODES:
-        raise InputError(f"q8_activations must be one of {', '.join(ACTIVATION_MODES)}, got {activations!r}")
-    if head not in HEAD_MODES:
-        raise InputError(f"yes_no_head must be one of {', '.join(HEAD_MODES)}, got {head!r}")
-    try:
-        return ensure_score_graph(source, tokenizer.yes_id, tokenizer.no_id, activations=activations, head=head)
-    except (ScoreGraphError, OSError, ImportError) as exc:
-        log.warning("qwen3-rerank: using the full graph of %s: no score graph (%s)", source.name, exc)
-        return source

@@ -32,7 +32,6 @@ from .workloads import get_workload, make_inputs
 if TYPE_CHECKING:
     from transformers import BatchEncoding
 
-    from ..files import ModelFiles
     from ..prompt_tokenizer import PromptTokenizer
     from ..reranker import Reranker
 
@@ -49,13 +48,12 @@ def _peak_rss_mb() -> float:
 
 
 def _tokenizer(folder: Path) -> PromptTokenizer:
-    from ..files import _read_json
     from ..prompt_tokenizer import PromptTokenizer
 
     tok_config = folder / "tokenizer_config.json"
     pad: str | None = None
     if tok_config.is_file():
-        value = _read_json(tok_config).get("pad_token")
+        value = json.loads(tok_config.read_text(encoding="utf-8")).get("pad_token")
         pad = value.get("content") if isinstance(value, dict) else value
     return PromptTokenizer.from_file(folder / "tokenizer.json", pad_token=pad)
 
@@ -88,23 +86,27 @@ def _summary(latencies: list[float], seconds: float, pairs: int, tokens: int) ->
 # -- engines ---------------------------------------------------------------------------------------
 
 
-def _session_reranker(
-    args: argparse.Namespace, files: ModelFiles, tokenizer: PromptTokenizer, session_options: dict[str, Any]
-) -> Reranker:
-    """A Reranker whose ONNX Runtime session takes explicit options (the session-option sweep)."""
-    from ..engine import OnnxEngine
-    from ..reranker import Reranker, _score_graph_or_full
-    from ..score_graph import score_graph_record
+def _reranker_on_file(args: argparse.Namespace, session_options: dict[str, Any]) -> Reranker:
+    """A Reranker on the ONNX file ``--onnx-path`` (e.g. a graph ONNX Runtime saved already
+    optimized: the cold/warm start study), built from public parts only. With ``--score-graph``
+    the file is taken for a copy of the model's score graph, so that graph's limits apply to it."""
+    import dataclasses
 
-    if args.onnx_path:  # e.g. a graph ONNX Runtime saved already optimized (cold/warm start study)
-        path = Path(args.onnx_path)
-    else:
-        path = _score_graph_or_full(files.onnx, tokenizer) if args.score_graph else files.onnx
-    engine = OnnxEngine(path, config=files.config, session_options=session_options)
-    if engine.is_score_graph and score_graph_record(files.onnx.with_name(files.onnx.stem + ".score.onnx")).get(
-        "group_query_attention"
-    ):
-        engine.max_batch_with_past = 1
+    from ..engine import OnnxEngine
+    from ..files import resolve_model
+    from ..prompt_tokenizer import PromptTokenizer
+    from ..reranker import Reranker
+    from ..score_graph import ScoreGraph, ensure_score_graph
+
+    files = resolve_model(args.model, args.dtype)
+    tokenizer = PromptTokenizer.from_file(files.tokenizer, pad_token=files.pad_token)
+    model: Path | ScoreGraph = Path(args.onnx_path)
+    if args.score_graph:
+        graph = ensure_score_graph(files.onnx, tokenizer.yes_id, tokenizer.no_id)
+        model = dataclasses.replace(graph, path=Path(args.onnx_path))
+    engine = OnnxEngine(
+        model, config=files.config, device=args.device, threads=args.threads, session_options=session_options
+    )
     return Reranker(
         engine,
         tokenizer,
@@ -117,7 +119,6 @@ def _session_reranker(
 
 def run_ours(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str, Any]:
     """This library (:class:`Reranker`), as the options in ``args`` set it up."""
-    from ..files import resolve_model
     from ..model_runner import prefix_pass_rows
     from ..reranker import Reranker
 
@@ -126,13 +127,8 @@ def run_ours(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str
     if args.profile:
         session_options["enable_profiling"] = True
         session_options["profile_file_prefix"] = args.profile
-    if session_options:
-        files = resolve_model(args.model, args.dtype)
-        tokenizer = _tokenizer(files.root)
-        if args.threads:
-            session_options.setdefault("intra_op_num_threads", args.threads)
-            session_options.setdefault("inter_op_num_threads", 1)
-        reranker = _session_reranker(args, files, tokenizer, session_options)
+    if args.onnx_path:
+        reranker = _reranker_on_file(args, session_options)
     else:
         reranker = Reranker.from_pretrained(
             args.model,
@@ -143,6 +139,7 @@ def run_ours(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str
             prefix_reuse=args.prefix_reuse,
             max_batch_tokens=args.max_batch_tokens,
             batch_size=args.batch_size,
+            session_options=session_options or None,
         )
     load_s = time.perf_counter() - t0
     out: dict[str, Any] = {"load_s": load_s, "rss_after_load_mb": _peak_rss_mb()}
@@ -310,7 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="ours: most pairs per batch")
     p.add_argument("--max-batch-tokens", type=int, default=4096, help="ours: token budget per batch")
     p.add_argument("--session-options", default=None, help="ours: JSON of onnxruntime SessionOptions attributes")
-    p.add_argument("--onnx-path", default=None, help="ours with --session-options: load this ONNX file instead")
+    p.add_argument(
+        "--onnx-path",
+        default=None,
+        help="ours: load this ONNX file instead (a copy of the score graph unless --no-score-graph)",
+    )
     p.add_argument("--profile", default=None, help="ours: write an ORT profile with this file prefix")
     p.add_argument("--workload", required=True)
     p.add_argument("--max-queries", type=int, default=None)

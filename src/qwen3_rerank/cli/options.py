@@ -72,6 +72,7 @@ class ModelOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
     template: str = DEFAULT_TEMPLATE
+    score_graph_cache: str | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ModelOptions:
@@ -124,6 +125,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default=d.template,
         help="prompt template: 'official' (the reference recipe's) or 'card' (the ONNX model card's "
         f"Transformers.js prompt) (default: {d.template})",
+    )
+    parser.add_argument(
+        "--score-graph-cache",
+        metavar="DIR",
+        default=d.score_graph_cache,
+        help="where score graphs go when the model folder is not writable "
+        "(default: $QWEN3_RERANK_CACHE, else the user cache directory)",
     )
 
 
