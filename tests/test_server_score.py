@@ -339,3 +339,17 @@ def test_paired_score_request_times_out_whole_and_gives_its_permit_back():
                 assert len(state.queue) == 0
 
     run(scenario())
+
+
+def test_paired_queries_share_one_permit_and_one_model_step_and_fit_the_prompt_budget():
+    async def scenario() -> None:
+        model = FakeReranker()  # one token per word: a pair's prompt is its query's words plus its text's
+        async with serving(model) as (client, state):
+            body = {"text_1": ["q", "r s", "q"], "text_2": ["a b c d e f", "a", "b"], "truncate_prompt_tokens": 4}
+            response = await client.post("/score", json=body)
+            assert response.status_code == 200, response.text
+            assert [d["score"] for d in response.json()["data"]] == [4.0, 3.0, 2.0]  # the first text cut to 3 words
+            assert model.steps[-1] == ["q", "r s"]  # one queue entry per distinct query, scored together
+            assert state.admission.in_use == 0
+
+    run(scenario())
