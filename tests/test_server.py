@@ -351,8 +351,11 @@ BAD_REQUESTS = [
     ("huge top_n", "/v2/rerank", {**_GOOD, "top_n": 10**30}, AUTH, 422),
     ("top_n over the document limit", "/v2/rerank", {**_GOOD, "top_n": MAX_DOCUMENTS + 1}, AUTH, 422),
     ("zero max_tokens_per_doc", "/v2/rerank", {**_GOOD, "max_tokens_per_doc": 0}, AUTH, 422),
-    ("unknown field", "/v2/rerank", {**_GOOD, "temperature": 0.5}, AUTH, 422),
-    ("unknown TEI field", "/rerank", {"query": "q", "texts": ["a"], "foo": 1}, AUTH, 422),
+    # Unknown fields are ignored, as TEI, Cohere, Jina and vLLM ignore them: tests/test_server_score.py
+    ("texts and documents both", "/rerank", {"query": "q", "texts": ["a"], "documents": ["a"]}, AUTH, 422),
+    ("score: N text_1 with M text_2", "/score", {"text_1": ["a", "b"], "text_2": ["a"]}, AUTH, 422),
+    ("score: text_2 not text", "/v1/score", {"text_1": "q", "text_2": [1]}, AUTH, 422),
+    ("score without key", "/score", {"text_1": "q", "text_2": "a"}, {}, 401),
     ("bad truncation_direction", "/rerank", {"query": "q", "texts": ["a"], "truncation_direction": "up"}, AUTH, 422),
     ("relevant spans asked for", "/v2/rerank", {**_GOOD, "relevant_spans": {"mode": "enabled"}}, AUTH, 422),
     ("missing API key", "/v2/rerank", _GOOD, {}, 401),

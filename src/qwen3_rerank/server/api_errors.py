@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .schemas import ErrorResponse
+from .schemas import RERANK_DIALECT_TAGS, ErrorResponse
 
 log = logging.getLogger("qwen3_rerank.server")
 
@@ -27,7 +27,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         400: "malformed JSON or body",
         401: "missing or wrong API key",
         413: "body larger than the limit",
-        422: "invalid request: wrong types, unknown fields, too many documents, a too-long text with truncation off",
+        422: "invalid request: wrong types, missing fields, too many documents, a too-long text with truncation off",
         429: "too many requests in progress; retry after the Retry-After header's seconds",
         503: "the model is not ready, the server is stopping, or its model files were overwritten in place",
         504: "the request took longer than the request timeout",
@@ -62,7 +62,12 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
         return error_json(400, "invalid_json", "request body is not valid JSON")
     parts = []
     for e in errors[:5]:
-        loc = [str(p) for p in e.get("loc", ()) if p != "body" and not str(p).startswith("function-")]
+        # Left out: "body", and the names pydantic gives a union's members ("list[...]", a tag).
+        loc = [
+            str(p)
+            for p in e.get("loc", ())
+            if p != "body" and not str(p).startswith("function-") and "[" not in str(p) and p not in RERANK_DIALECT_TAGS
+        ]
         where = ".".join(loc) or "body"
         parts.append(f"{where}: {e.get('msg', 'invalid')}")
     if len(errors) > 5:

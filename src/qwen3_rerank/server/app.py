@@ -39,7 +39,7 @@ def create_app(settings: ServerSettings, reranker: RerankModel) -> FastAPI:
         title="qwen3-rerank",
         version=__version__,
         description="Qwen3-Reranker on ONNX Runtime, with the Cohere / Jina (`/v1/rerank`, `/v2/rerank`) "
-        "and text-embeddings-inference (`/rerank`) rerank APIs.",
+        "and text-embeddings-inference (`/rerank`) rerank APIs, and vLLM's score API (`/score`).",
         lifespan=lifespan,
     )
     state = ServerState(settings, reranker)

@@ -4,12 +4,15 @@
 in a thread (so a long text does not stall the event loop), queues it for the worker and awaits
 its scores, all within the request timeout. Library and worker failures become
 :class:`~.api_errors.ApiError` here, the one place that knows which status each deserves.
+:meth:`Infer.rerank_groups` does the same for a request of several queries (vLLM's paired
+scores): one permit and one timeout for all, one queue entry per query, so that each query's
+prompt prefix still runs once for its texts.
 
 A request is given up when its timeout passes (504) or its client goes away: uvicorn does not
 cancel the handler then, it answers the app's next ``receive()`` with ``http.disconnect``, so
 the route hands in ``client_gone``, a wait for that message, raced against the scoring here (an
 ASGI server or test transport that cancels the handler task instead is handled the same way).
-Either way the wait on the queue entry is cancelled: the queue drops it if the worker has not
+Either way the wait on the queue entries is cancelled: the queue drops it if the worker has not
 taken it, else the worker's step stops between model batches once all its requests are gone.
 """
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -54,6 +57,9 @@ class RerankParams:
     chunking: str | None = None
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
+    #: cut each text so that its whole prompt (template, instruction, query, text) has at most this
+    #: many tokens (vLLM's ``truncate_prompt_tokens``); None: the model's ``max_length``
+    max_prompt_tokens: int | None = None
 
     def chunking_options(self) -> ChunkingOptions | None:
         """The chunking the request asks for, or None.
@@ -85,6 +91,8 @@ class Scored:
 
 def prepare(model: RerankModel, params: RerankParams) -> ScoringRequest:
     """Tokenize one request as its parameters say (blocking: run it in a thread)."""
+    if params.max_prompt_tokens is not None and params.max_prompt_tokens < model.max_length:
+        return _prepare_within(model, params, params.max_prompt_tokens)
     return model.prepare(
         params.query,
         params.texts,
@@ -94,15 +102,57 @@ def prepare(model: RerankModel, params: RerankParams) -> ScoringRequest:
     )
 
 
+#: tries at fitting a prompt budget: cutting a text to N tokens can leave it a token or two longer
+#: than N once it is tokenized inside the prompt (merges across the cut), so the cut is redone
+_FIT_TRIES = 4
+
+
+def _prepare_within(model: RerankModel, params: RerankParams, budget: int) -> ScoringRequest:
+    """Like :func:`prepare`, each text cut at its end so that its whole prompt fits ``budget`` tokens.
+
+    The model cuts only to its own ``max_length``, so the text's share is measured here: the
+    prompt around a one-word text gives the template's, instruction's and query's tokens.
+    """
+    if budget < 1:
+        raise InputError(f"truncate_prompt_tokens must be at least 1, got {budget}")
+    around = model.prepare(params.query, ["x"], instruction=params.instruction).num_tokens - 1
+    room = budget - around
+    if room < 1:
+        raise InputError(
+            f"truncate_prompt_tokens={budget} leaves no room for the text: the prompt template, instruction "
+            f"and query alone take {around} tokens"
+        )
+    limit = room if params.max_doc_tokens is None else min(room, params.max_doc_tokens)
+
+    def cut_to(limit: int) -> ScoringRequest:
+        return model.prepare(
+            params.query, params.texts, instruction=params.instruction, truncation=Truncation(max_doc_tokens=limit)
+        )
+
+    request = cut_to(limit)
+    for _ in range(_FIT_TRIES):
+        over = max(len(sequence) for sequence in request.sequences) - budget
+        if over <= 0 or limit <= 1:
+            break
+        limit = max(1, limit - over)
+        request = cut_to(limit)
+    return request
+
+
+def prepare_all(model: RerankModel, groups: Sequence[RerankParams]) -> list[ScoringRequest]:
+    """:func:`prepare` for each group (one per distinct query of a request), in one thread hop."""
+    return [prepare(model, params) for params in groups]
+
+
 class ClientGone(Exception):
     """The client closed the connection before its answer."""
 
 
 @dataclass
 class _Attempt:
-    """What one request reached: its queue entry, once it has one."""
+    """What one request reached: its queue entries (one per group), once it has them."""
 
-    entry: Entry | None = None
+    entries: list[Entry] = field(default_factory=list)
 
 
 class Infer:
@@ -123,18 +173,25 @@ class Infer:
         ``client_gone``: a coroutine function that returns once the client has gone (then the
         request is given up, and answered 499, which no one reads but the access log).
         """
+        return (await self.rerank_groups([params], client_gone))[0]
+
+    async def rerank_groups(
+        self, groups: Sequence[RerankParams], client_gone: Callable[[], Awaitable[object]] | None = None
+    ) -> list[Scored]:
+        """One request made of several queries' groups (vLLM's paired scores): one permit, one
+        timeout, one queue entry per group; the errors are :meth:`rerank`'s."""
         with self.admission.try_acquire():
             attempt = _Attempt()
             try:
-                return await asyncio.wait_for(self._score_while_connected(params, attempt, client_gone), self.timeout)
+                return await asyncio.wait_for(self._score_while_connected(groups, attempt, client_gone), self.timeout)
             except asyncio.TimeoutError:
-                self._given_up(params, attempt, "timeout")
+                self._given_up(groups, attempt, "timeout")
                 raise ApiError(504, "timeout", f"request took longer than {self.timeout:g} s") from None
             except ClientGone:
-                self._given_up(params, attempt, "disconnect")
+                self._given_up(groups, attempt, "disconnect")
                 raise ApiError(499, "client_closed", "the client closed the connection") from None
             except asyncio.CancelledError:  # the handler itself was cancelled: its client is gone
-                self._given_up(params, attempt, "disconnect")
+                self._given_up(groups, attempt, "disconnect")
                 raise
             except QueueClosed:
                 raise ApiError(503, "unavailable", "the server is stopping", {"Retry-After": "1"}) from None
@@ -152,26 +209,26 @@ class Infer:
         and no client waits on it: a short ``--request-timeout`` must not stop the server starting.
         """
         with self.admission.try_acquire():
-            return await self._prepare_and_score(RerankParams("warm-up query", ["warm-up document"]))
+            return (await self._prepare_and_score([RerankParams("warm-up query", ["warm-up document"])]))[0]
 
-    def _given_up(self, params: RerankParams, attempt: _Attempt, reason: str) -> None:
+    def _given_up(self, groups: Sequence[RerankParams], attempt: _Attempt, reason: str) -> None:
         """Count a cancelled request and its documents that will not be scored because of it."""
         metrics = self.worker.metrics
         metrics.cancelled_requests.labels(reason=reason).inc()
-        entry = attempt.entry
-        if entry is None:  # still tokenizing: none of it reaches the model
-            metrics.cancelled_documents.inc(len(params.texts))
-        elif not entry.started:  # queued: the queue drops it
-            metrics.cancelled_documents.inc(len(entry.request))
-        # else the worker counts what its stopped step left unscored (nothing, if shared with a live one)
+        if not attempt.entries:  # still tokenizing: none of it reaches the model
+            metrics.cancelled_documents.inc(sum(len(params.texts) for params in groups))
+        for entry in attempt.entries:
+            if not entry.started:  # queued: the queue drops it
+                metrics.cancelled_documents.inc(len(entry.request))
+            # else the worker counts what its stopped step left unscored (nothing, if shared with a live one)
 
     async def _score_while_connected(
-        self, params: RerankParams, attempt: _Attempt, client_gone: Callable[[], Awaitable[object]] | None
-    ) -> Scored:
+        self, groups: Sequence[RerankParams], attempt: _Attempt, client_gone: Callable[[], Awaitable[object]] | None
+    ) -> list[Scored]:
         """The scores, or :class:`ClientGone` as soon as ``client_gone`` returns."""
         if client_gone is None:
-            return await self._prepare_and_score(params, attempt)
-        scoring = asyncio.ensure_future(self._prepare_and_score(params, attempt))
+            return await self._prepare_and_score(groups, attempt)
+        scoring = asyncio.ensure_future(self._prepare_and_score(groups, attempt))
         watching = asyncio.ensure_future(client_gone())
         try:
             await asyncio.wait((scoring, watching), return_when=asyncio.FIRST_COMPLETED)
@@ -186,14 +243,21 @@ class Infer:
             return scoring.result()
         raise ClientGone
 
-    async def _prepare_and_score(self, params: RerankParams, attempt: _Attempt | None = None) -> Scored:
-        request = await asyncio.to_thread(prepare, self.model, params)
-        entry = self.queue.put(request, raw=params.raw)  # QueueClosed once the server is stopping
-        if attempt is not None:
-            attempt.entry = entry
-        if not self.worker.running:  # a bug, not the client's: 500 rather than a wait for the timeout
-            entry.future.cancel()
-            raise RuntimeError("the model worker is not running")
-        # A timeout or a gone client cancels this wait and with it the entry's future: the queue
-        # then drops the entry, or the worker leaves its scores unset if it already ran it.
-        return Scored(request, await entry.future)
+    async def _prepare_and_score(self, groups: Sequence[RerankParams], attempt: _Attempt | None = None) -> list[Scored]:
+        requests = await asyncio.to_thread(prepare_all, self.model, groups)
+        entries: list[Entry] = []
+        try:
+            for request, params in zip(requests, groups, strict=True):
+                entries.append(self.queue.put(request, raw=params.raw))  # QueueClosed once the server is stopping
+                if attempt is not None:
+                    attempt.entries = entries
+            if not self.worker.running:  # a bug, not the client's: 500 rather than a wait for the timeout
+                raise RuntimeError("the model worker is not running")
+            # A timeout or a gone client cancels this wait and with it the entries' futures: the
+            # queue then drops them, or the worker leaves their scores unset if it already ran them.
+            scores = await asyncio.gather(*(entry.future for entry in entries))
+        except BaseException:  # one group failed (or all were given up): the others are not wanted
+            for entry in entries:
+                entry.future.cancel()
+            raise
+        return [Scored(request, documents) for request, documents in zip(requests, scores, strict=True)]

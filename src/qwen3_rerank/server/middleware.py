@@ -32,6 +32,8 @@ _ENDPOINTS = {
     "/v1/rerank",
     "/v2/rerank",
     "/rerank",
+    "/score",
+    "/v1/score",
     "/health",
     "/ready",
     "/metrics",

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import hmac
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -19,6 +20,7 @@ from ..results import best_first
 from .api_errors import ERROR_RESPONSES, ApiError, error_json
 from .infer import RerankParams
 from .schemas import (
+    AnyRerankRequest,
     ErrorResponse,
     Health,
     ModelCard,
@@ -26,9 +28,12 @@ from .schemas import (
     RerankRequest,
     RerankRequestV1,
     RerankResponse,
+    ScoreRequest,
+    ScoreResponse,
     TeiRank,
     TeiRerankRequest,
 )
+from .settings import ServerSettings
 from .state import ServerState
 
 
@@ -153,16 +158,8 @@ async def rerank_v2(body: RerankRequest, request: Request, server: Server) -> di
     return await cohere_rerank(body, request, server)
 
 
-@router.post(
-    "/rerank",
-    response_model=list[TeiRank],
-    response_model_exclude_none=True,
-    responses=ERROR_RESPONSES,
-    dependencies=AUTHORIZED,
-    tags=["rerank"],
-    summary="Rerank (text-embeddings-inference shape)",
-)
-async def rerank_tei(body: TeiRerankRequest, request: Request, server: Server) -> list[dict[str, Any]]:
+async def tei_rerank(body: TeiRerankRequest, request: Request, server: ServerState) -> list[dict[str, Any]]:
+    """The text-embeddings-inference answer: ``[{"index", "score"}]``, best first."""
     scored = await server.rerank(
         RerankParams(
             body.query,
@@ -183,6 +180,114 @@ async def rerank_tei(body: TeiRerankRequest, request: Request, server: Server) -
             item["text"] = body.texts[i]
         out.append(item)
     return out
+
+
+_RERANK_EXAMPLES: dict[str, Any] = {
+    "tei": {
+        "summary": "text-embeddings-inference shape (texts): answered as a list of {index, score}",
+        "value": {"query": "what do cats eat", "texts": ["Cats eat meat.", "Paris is in France."]},
+    },
+    "jina_cohere": {
+        "summary": "Jina / Cohere shape (documents): answered as /v2/rerank answers",
+        "value": {"query": "what do cats eat", "documents": ["Cats eat meat.", "Paris is in France."], "top_n": 1},
+    },
+}
+
+
+@router.post(
+    "/rerank",
+    response_model=list[TeiRank] | RerankResponse,
+    response_model_exclude_none=True,
+    responses=ERROR_RESPONSES,
+    dependencies=AUTHORIZED,
+    tags=["rerank"],
+    summary="Rerank (TEI shape with texts, or Jina / Cohere shape with documents)",
+    description="A body with `texts` is text-embeddings-inference's and gets TEI's answer; one with "
+    "`documents` is Jina's / Cohere's and gets the `/v1/rerank` shape (documents only with "
+    "`return_documents: true`, as infinity and Cohere v2); one with both is a 422.",
+)
+async def rerank_any(
+    body: Annotated[AnyRerankRequest, Body(openapi_examples=_RERANK_EXAMPLES)], request: Request, server: Server
+) -> list[dict[str, Any]] | dict[str, Any]:
+    if isinstance(body, TeiRerankRequest):
+        return await tei_rerank(body, request, server)
+    return await cohere_rerank(body, request, server)
+
+
+# -- vLLM score ----------------------------------------------------------------------------------
+
+
+def score_groups(body: ScoreRequest, settings: ServerSettings) -> tuple[list[RerankParams], list[list[int]]]:
+    """The request as one group per distinct query, and each group's pair indices.
+
+    One text_1 goes with every text_2; N text_1 go pairwise with N text_2 (vLLM's two forms).
+    Grouping by query, as :meth:`Reranker.score_pairs` does, lets each query's prompt prefix
+    run once for all its texts.
+    """
+    queries, texts = body.queries(), body.documents()
+    if len(queries) != 1 and len(queries) != len(texts):
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"text_1 has {len(queries)} texts and text_2 has {len(texts)}: give one text_1, or one per text_2",
+        )
+    limit = settings.max_tokens_per_doc
+    if body.max_tokens_per_doc:
+        limit = min(limit, body.max_tokens_per_doc)
+    budget = body.truncate_prompt_tokens if body.truncate_prompt_tokens not in (None, -1) else None
+    by_query: dict[str, list[int]] = {}
+    for i in range(len(texts)):
+        by_query.setdefault(queries[0] if len(queries) == 1 else queries[i], []).append(i)
+    groups = [
+        RerankParams(
+            query,
+            [texts[i] for i in indices],
+            instruction=body.instruction,
+            max_doc_tokens=limit,
+            max_prompt_tokens=budget,
+        )
+        for query, indices in by_query.items()
+    ]
+    return groups, list(by_query.values())
+
+
+@router.post(
+    "/score",
+    response_model=ScoreResponse,
+    responses=ERROR_RESPONSES,
+    dependencies=AUTHORIZED,
+    tags=["score"],
+    summary="Score text pairs (vLLM's score API)",
+    description="`text_1` against each `text_2`, or N `text_1` paired with N `text_2`; scores in input order.",
+)
+async def score(body: ScoreRequest, request: Request, server: Server) -> dict[str, Any]:
+    groups, indices = score_groups(body, server.settings)
+    scored = await server.rerank_groups(groups, functools.partial(wait_for_disconnect, request))
+    scores = [0.0] * sum(len(group) for group in indices)
+    for group, result in zip(indices, scored, strict=True):
+        for i, document in zip(group, result.documents, strict=True):
+            scores[i] = document.score
+    tokens = sum(result.request.num_tokens for result in scored)
+    return {
+        "id": f"score-{request.state.request_id}",
+        "object": "list",
+        "created": int(time.time()),
+        "model": server.settings.model_name,
+        "data": [{"index": i, "object": "score", "score": value} for i, value in enumerate(scores)],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+    }
+
+
+@router.post(
+    "/v1/score",
+    response_model=ScoreResponse,
+    responses=ERROR_RESPONSES,
+    dependencies=AUTHORIZED,
+    tags=["score"],
+    summary="Score text pairs (vLLM's score API, its older path)",
+)
+async def score_v1(body: ScoreRequest, request: Request, server: Server) -> dict[str, Any]:
+    return await score(body, request, server)
 
 
 # -- service -------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from .admission import Admission
 from .api_errors import ApiError
@@ -79,13 +79,20 @@ class ServerState:
 
     async def rerank(self, params: RerankParams, client_gone: Callable[[], Awaitable[object]] | None = None) -> Scored:
         """Scores through :class:`Infer`, once the server takes requests and the request is in limits."""
+        return (await self.rerank_groups([params], client_gone))[0]
+
+    async def rerank_groups(
+        self, groups: Sequence[RerankParams], client_gone: Callable[[], Awaitable[object]] | None = None
+    ) -> list[Scored]:
+        """Several queries' groups as one request (one permit; their documents count together)."""
         failure = self.model_failure()
         if failure is not None:  # no Retry-After: only a restart brings this server back
             raise ApiError(503, "model_changed", failure)
         if not self.ready or self.draining:
             raise ApiError(503, "unavailable", "the model is not ready", {"Retry-After": "1"})
-        if len(params.texts) > self.settings.max_documents:
+        documents = sum(len(params.texts) for params in groups)
+        if documents > self.settings.max_documents:
             raise ApiError(
-                422, "invalid_request", f"too many documents: {len(params.texts)} (limit {self.settings.max_documents})"
+                422, "invalid_request", f"too many documents: {documents} (limit {self.settings.max_documents})"
             )
-        return await self.infer.rerank(params, client_gone)
+        return await self.infer.rerank_groups(groups, client_gone)
