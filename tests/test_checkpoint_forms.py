@@ -208,8 +208,10 @@ def test_seq_cls_lossy_variants_and_fast_path(seq_cls_exported, causal_gaps, dty
     ours = np.array(fast.score(QUERY, DOCS, raw=True))
     assert np.isfinite(ours).all()
     assert np.abs(full - causal_gaps).max() <= GAP_TOLERANCE[dtype]
-    # q8 quantises activations with one scale per tensor, so the batch shape moves it a little
-    assert np.abs(ours - full).max() <= {"fp16": 1e-3, "q8": 0.5, "q4": 1e-4}[dtype]
+    assert np.abs(ours - causal_gaps).max() <= GAP_TOLERANCE[dtype]
+    # The file's q8 quantises activations with one scale per tensor and the score graph per token;
+    # the fp16 score graph runs attention in float32 (both read float16-rounded logits).
+    assert np.abs(ours - full).max() <= {"fp16": 3e-3, "q8": 0.5, "q4": 1e-4}[dtype]
 
 
 def test_seq_cls_cli_json(seq_cls_exported, causal_gaps):
