@@ -58,10 +58,11 @@ def file_bytes(path: Path) -> dict:
     """Bytes of the quantised lm_head and of the float embedding table in one ONNX file."""
     import onnx
 
-    from qwen3_rerank.score_graph import _find_lm_head, _Graph
+    from qwen3_rerank.onnx_graph import GraphIndex
+    from qwen3_rerank.score_graph import _find_lm_head
 
     model = onnx.load(str(path), load_external_data=False)
-    g = _Graph(model.graph)
+    g = GraphIndex(model.graph)
     lm_head = _find_lm_head(g, "logits")
 
     def size(name: str) -> int:

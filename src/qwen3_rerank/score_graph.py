@@ -46,8 +46,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +54,7 @@ import numpy as np
 
 from .cpu_features import int8_products_exact
 from .errors import ModelLoadError
+from .onnx_graph import GraphIndex, attribute, insert_nodes, prune, set_attribute, tensor_value
 
 log = logging.getLogger("qwen3_rerank")
 
@@ -749,96 +749,7 @@ _QUANTIZED_OPS = (
 # -- graph surgery ------------------------------------------------------------------------------------
 
 
-class _Graph:
-    """Producer/consumer indexes over an ONNX graph."""
-
-    def __init__(self, graph) -> None:
-        self.graph = graph
-        self.initializers = {t.name: t for t in graph.initializer}
-        self.producer = {}
-        self.consumers = defaultdict(list)
-        for node in graph.node:
-            for out in node.output:
-                self.producer[out] = node
-            for inp in node.input:
-                self.consumers[inp].append(node)
-
-    def ancestors(self, tensor: str, depth: int) -> list:
-        """Nodes upstream of ``tensor`` up to ``depth`` steps, nearest first."""
-        seen, order, frontier = set(), [], [tensor]
-        for _ in range(depth):
-            nxt = []
-            for name in frontier:
-                node = self.producer.get(name)
-                if node is None or id(node) in seen:
-                    continue
-                seen.add(id(node))
-                order.append(node)
-                nxt.extend(node.input)
-            frontier = nxt
-        return order
-
-    def constant_array(self, name: str, base_dir: Path) -> np.ndarray | None:
-        """The value of an initializer, or of a ``Transpose`` of one (tied embeddings)."""
-        if name in self.initializers:
-            return _tensor_value(self.initializers[name], base_dir)
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Transpose" and node.input[0] in self.initializers:
-            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-            return np.transpose(_tensor_value(self.initializers[node.input[0]], base_dir), perm)
-        return None
-
-
-def _tensor_value(tensor, base_dir: Path) -> np.ndarray:
-    """An initializer's value, reading external data ourselves.
-
-    ``onnx`` refuses external data behind a symbolic link, and the Hugging Face cache is made of
-    symbolic links (snapshot files point into ``blobs/``); ONNX Runtime follows them, so do we.
-    Only a plain relative location inside the model folder is accepted.
-    """
-    from onnx import TensorProto, numpy_helper
-
-    if tensor.data_location != TensorProto.EXTERNAL:
-        return numpy_helper.to_array(tensor)
-    info = {entry.key: entry.value for entry in tensor.external_data}
-    location = Path(info["location"])
-    if location.is_absolute() or ".." in location.parts:
-        raise ScoreGraphError(f"external data location {info['location']!r} is outside the model folder")
-    offset = int(info.get("offset", 0))
-    length = int(info["length"]) if "length" in info else -1
-    with open(base_dir / location, "rb") as handle:
-        handle.seek(offset)
-        raw = handle.read(length)
-    if length >= 0 and len(raw) != length:
-        raise ScoreGraphError(f"external data of {tensor.name} is truncated in {location}")
-    inline = TensorProto()
-    inline.CopyFrom(tensor)
-    del inline.external_data[:]
-    inline.data_location = TensorProto.DEFAULT
-    inline.raw_data = raw
-    return numpy_helper.to_array(inline)
-
-
-def _attr(node, name, default=None):
-    from onnx import helper
-
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return helper.get_attribute_value(attribute)
-    return default
-
-
-def _set_attr(node, name, value) -> None:
-    from onnx import helper
-
-    for i, attribute in enumerate(node.attribute):
-        if attribute.name == name:
-            del node.attribute[i]
-            break
-    node.attribute.append(helper.make_attribute(name, value))
-
-
-def _find_lm_head(g: _Graph, logits: str):
+def _find_lm_head(g: GraphIndex, logits: str):
     for node in g.ancestors(logits, depth=6):
         if node.op_type in _LM_OPS and any(
             i in g.initializers or (g.producer.get(i) is not None and g.producer[i].op_type == "Transpose")
@@ -848,7 +759,7 @@ def _find_lm_head(g: _Graph, logits: str):
     raise ScoreGraphError("cannot find the lm_head (a MatMul-type node near the 'logits' output)")
 
 
-def _head_columns(g: _Graph, node) -> int | None:
+def _head_columns(g: GraphIndex, node) -> int | None:
     """How many outputs the head makes (vocabulary size, or 1 for a one-label score head).
 
     Read from the weight's declared dims, so no weight data is loaded; None when unknown.
@@ -860,21 +771,21 @@ def _head_columns(g: _Graph, node) -> int | None:
         parent = g.producer.get(name)
         if parent is not None and parent.op_type == "Transpose" and parent.input[0] in g.initializers:
             inner = list(g.initializers[parent.input[0]].dims)
-            perm = _attr(parent, "perm") or list(reversed(range(len(inner))))
+            perm = attribute(parent, "perm") or list(reversed(range(len(inner))))
             return [inner[i] for i in perm]
         return None
 
     if node.op_type == "MatMulNBits":
-        return int(_attr(node, "N"))
+        return int(attribute(node, "N"))
     shape = dims(node.input[1])
     if not shape or len(shape) != 2:
         return None
-    if node.op_type == "Gemm" and _attr(node, "transB", 0):
+    if node.op_type == "Gemm" and attribute(node, "transB", 0):
         return shape[0]
     return shape[1]
 
 
-def _head_activation(g: _Graph, node) -> str:
+def _head_activation(g: GraphIndex, node) -> str:
     """The float hidden state the head reads (through the int8 head's DynamicQuantizeLinear)."""
     if node.op_type != "MatMulInteger":
         return node.input[0]
@@ -884,7 +795,7 @@ def _head_activation(g: _Graph, node) -> str:
     raise ScoreGraphError("int8 lm_head without a DynamicQuantizeLinear input")
 
 
-def _slice_lm_head(g: _Graph, node, columns: list[int], base_dir: Path, new_inits: list) -> str:
+def _slice_lm_head(g: GraphIndex, node, columns: list[int], base_dir: Path, new_inits: list) -> str:
     """Cut ``node``'s weight to ``columns`` of the vocabulary; returns the activation input name."""
     from onnx import numpy_helper
 
@@ -893,24 +804,24 @@ def _slice_lm_head(g: _Graph, node, columns: list[int], base_dir: Path, new_init
         return name
 
     if node.op_type in ("MatMul", "Gemm"):
-        weight = g.constant_array(node.input[1], base_dir)
+        weight = g.constant(node.input[1], base_dir)
         if weight is None:
             raise ScoreGraphError("lm_head weight is not a constant")
-        if node.op_type == "Gemm" and _attr(node, "transB", 0):
+        if node.op_type == "Gemm" and attribute(node, "transB", 0):
             weight = weight.T
         if node.op_type == "Gemm":
-            _set_attr(node, "transB", 0)
+            set_attribute(node, "transB", 0)
             if len(node.input) > 2 and node.input[2]:
-                bias = g.constant_array(node.input[2], base_dir)
+                bias = g.constant(node.input[2], base_dir)
                 node.input[2] = add("score.lm_head.bias", bias[..., columns])
         node.input[1] = add("score.lm_head.weight", weight[:, columns])
         return node.input[0]
 
     if node.op_type == "MatMulInteger":
-        weight = g.constant_array(node.input[1], base_dir)
+        weight = g.constant(node.input[1], base_dir)
         node.input[1] = add("score.lm_head.weight_q", weight[:, columns])
         if len(node.input) > 3 and node.input[3]:
-            zero = g.constant_array(node.input[3], base_dir)
+            zero = g.constant(node.input[3], base_dir)
             if zero is not None and zero.ndim == 1 and zero.shape[0] == weight.shape[1]:
                 node.input[3] = add("score.lm_head.weight_zero_point", zero[columns])
         # The weight scale is applied by a Mul downstream; a per-column scale must be cut too.
@@ -918,16 +829,16 @@ def _slice_lm_head(g: _Graph, node, columns: list[int], base_dir: Path, new_init
         return _head_activation(g, node)
 
     if node.op_type == "MatMulNBits":
-        n = int(_attr(node, "N"))
-        packed = g.constant_array(node.input[1], base_dir)
+        n = int(attribute(node, "N"))
+        packed = g.constant(node.input[1], base_dir)
         node.input[1] = add("score.lm_head.B", packed[columns])
-        scales = g.constant_array(node.input[2], base_dir)
+        scales = g.constant(node.input[2], base_dir)
         node.input[2] = add(
             "score.lm_head.scales",
             scales.reshape(n, -1)[columns].reshape(-1 if scales.ndim == 1 else (len(columns), -1)),
         )
         if len(node.input) > 3 and node.input[3]:
-            zero = g.constant_array(node.input[3], base_dir)
+            zero = g.constant(node.input[3], base_dir)
             node.input[3] = add(
                 "score.lm_head.zero_points",
                 zero.reshape(n, -1)[columns].reshape(-1 if zero.ndim == 1 else (len(columns), -1)),
@@ -935,15 +846,15 @@ def _slice_lm_head(g: _Graph, node, columns: list[int], base_dir: Path, new_init
         if len(node.input) > 4 and node.input[4]:
             raise ScoreGraphError("MatMulNBits lm_head with g_idx is not supported")
         if len(node.input) > 5 and node.input[5]:
-            bias = g.constant_array(node.input[5], base_dir)
+            bias = g.constant(node.input[5], base_dir)
             node.input[5] = add("score.lm_head.bias", bias[columns])
-        _set_attr(node, "N", len(columns))
+        set_attribute(node, "N", len(columns))
         return node.input[0]
 
     raise ScoreGraphError(f"unsupported lm_head op {node.op_type}")
 
 
-def _cut_per_column_scales(g: _Graph, node, vocab: int, columns, base_dir, add) -> None:
+def _cut_per_column_scales(g: GraphIndex, node, vocab: int, columns, base_dir, add) -> None:
     """Slice any [vocab]-shaped constant multiplied into the int8 lm_head's output."""
     frontier = list(node.output)
     for _ in range(3):
@@ -952,7 +863,7 @@ def _cut_per_column_scales(g: _Graph, node, vocab: int, columns, base_dir, add) 
             for consumer in g.consumers.get(tensor, []):
                 if consumer.op_type in ("Mul", "Add"):
                     for k, name in enumerate(consumer.input):
-                        value = g.constant_array(name, base_dir) if name != tensor else None
+                        value = g.constant(name, base_dir) if name != tensor else None
                         if value is not None and value.ndim >= 1 and value.shape[-1] == vocab:
                             consumer.input[k] = add(
                                 f"score.lm_head.{consumer.op_type.lower()}_{k}", value[..., columns]
@@ -961,7 +872,7 @@ def _cut_per_column_scales(g: _Graph, node, vocab: int, columns, base_dir, add) 
         frontier = nxt
 
 
-def _norm_inputs(g: _Graph, hidden: str) -> tuple[list[str], list]:
+def _norm_inputs(g: GraphIndex, hidden: str) -> tuple[list[str], list]:
     """Per-position tensors to gather so that the final norm runs on the last position only.
 
     Returns the tensor names and the nodes whose inputs are to be rewired to the gathered ones.
@@ -999,7 +910,7 @@ def _build(
     source, target = Path(source), Path(target)
     model = onnx.load(str(source), load_external_data=False)
     graph = model.graph
-    g = _Graph(graph)
+    g = GraphIndex(graph)
     outputs = [o.name for o in graph.output]
     if "logits" not in outputs:
         raise ScoreGraphError(f"{source.name} has no 'logits' output (outputs: {', '.join(outputs[:5])})")
@@ -1072,7 +983,7 @@ def _build(
     # Insert the index nodes first, then the rest in order; ONNX needs a topological order, so
     # place every new node right before the first node that consumes its output.
     graph.initializer.extend(consts + new_inits)
-    _insert_topologically(graph, nodes)
+    insert_nodes(graph, nodes)
 
     quantized = any(node.op_type in _QUANTIZED_OPS for node in graph.node)
     requantized = 0
@@ -1087,7 +998,7 @@ def _build(
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch_size", width]))
     graph.output.extend(kept)
-    _prune(graph)
+    prune(graph)
     del graph.value_info[:]  # shapes changed; let the runtime infer them again
 
     _inline_escaping_external_data(graph, base_dir, Path(final_dir) if final_dir else target.parent)
@@ -1191,66 +1102,13 @@ def _inline_escaping_external_data(graph, base_dir: Path, target_dir: Path) -> N
         location = next(e.value for e in tensor.external_data if e.key == "location")
         if os.path.dirname(os.path.realpath(base_dir / location)) == allowed:
             continue
-        value = _tensor_value(tensor, base_dir)
+        value = tensor_value(tensor, base_dir)
         del tensor.external_data[:]
         tensor.data_location = TensorProto.DEFAULT
         tensor.raw_data = np.ascontiguousarray(value).tobytes()
 
 
-def _insert_topologically(graph, new_nodes: Iterable) -> None:
-    existing = list(graph.node)
-    pending = list(new_nodes)
-    ordered = []
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    remaining = existing + pending
-    # Kahn's algorithm over old and new nodes together.
-    produced = set()
-    for node in remaining:
-        produced.update(node.output)
-    waiting = list(remaining)
-    while waiting:
-        progressed = False
-        still = []
-        for node in waiting:
-            if all((not i) or i in available or i not in produced for i in node.input):
-                ordered.append(node)
-                available.update(node.output)
-                progressed = True
-            else:
-                still.append(node)
-        if not progressed:
-            raise ScoreGraphError("score graph would have a cycle")
-        waiting = still
-    del graph.node[:]
-    graph.node.extend(ordered)
-
-
-def _prune(graph) -> None:
-    """Drop nodes and initializers that no graph output depends on."""
-    needed = {o.name for o in graph.output}
-    keep = []
-    for node in reversed(list(graph.node)):
-        if any(out in needed for out in node.output):
-            keep.append(node)
-            needed.update(i for i in node.input if i)
-    del graph.node[:]
-    graph.node.extend(reversed(keep))
-    inits = [t for t in graph.initializer if t.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-
-
 # -- the yes/no head of quantised graphs ---------------------------------------------------------------
-
-
-def _value_of(g: _Graph, name: str, base_dir: Path, new_inits: list) -> np.ndarray | None:
-    """A constant's value, whether it is in the source or was just added (a sliced weight)."""
-    from onnx import numpy_helper
-
-    for tensor in new_inits:
-        if tensor.name == name:
-            return numpy_helper.to_array(tensor)
-    return g.constant_array(name, base_dir) if name else None
 
 
 def _rows_of(tensor, rows: list[int], base_dir: Path) -> np.ndarray:
@@ -1259,11 +1117,11 @@ def _rows_of(tensor, rows: list[int], base_dir: Path) -> np.ndarray:
     from onnx import TensorProto, helper
 
     if len(tensor.dims) != 2:
-        return _tensor_value(tensor, base_dir)[rows]
+        return tensor_value(tensor, base_dir)[rows]
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
     if tensor.data_location != TensorProto.EXTERNAL:
         if not tensor.raw_data:
-            return _tensor_value(tensor, base_dir)[rows]
+            return tensor_value(tensor, base_dir)[rows]
         table = np.frombuffer(tensor.raw_data, dtype).reshape(tuple(tensor.dims))  # a view, no copy
         return table[rows].copy()
     info = {entry.key: entry.value for entry in tensor.external_data}
@@ -1283,7 +1141,7 @@ def _rows_of(tensor, rows: list[int], base_dir: Path) -> np.ndarray:
     return out
 
 
-def _embedding_rows(g: _Graph, columns: list[int], base_dir: Path) -> np.ndarray | None:
+def _embedding_rows(g: GraphIndex, columns: list[int], base_dir: Path) -> np.ndarray | None:
     """``[len(columns), hidden]`` float32 rows of the float table the input ``Gather`` reads."""
     from onnx import TensorProto
 
@@ -1299,7 +1157,7 @@ def _embedding_rows(g: _Graph, columns: list[int], base_dir: Path) -> np.ndarray
     return None
 
 
-def _int8_scale_chain(g: _Graph, node):
+def _int8_scale_chain(g: GraphIndex, node):
     """For ``MatMulInteger`` → ``Cast`` → ``Mul(·, Mul(activation_scale, weight_scale))`` (what
     ``quantize_dynamic`` writes): the final ``Mul`` node, the activation-scale name and the weight
     scale's name; ``None`` for any other shape."""
@@ -1322,16 +1180,16 @@ def _int8_scale_chain(g: _Graph, node):
     return final, activation_scale, weight_scale
 
 
-def _dequantized_head(g: _Graph, node, columns: list[int], base_dir: Path, new_inits: list):
+def _dequantized_head(g: GraphIndex, node, columns: list[int], base_dir: Path, new_inits: list):
     """The sliced quantised ``lm_head`` as float ``[hidden, 2]`` and the size of one quantisation
     step per element (to tell whether float rows are the same weights), or ``None``."""
     if node.op_type == "MatMulInteger":
         chain = _int8_scale_chain(g, node)
-        weight = _value_of(g, node.input[1], base_dir, new_inits)
+        weight = g.constant(node.input[1], base_dir, new_inits)
         if chain is None or weight is None:
             return None
-        zero = _value_of(g, node.input[3], base_dir, new_inits) if len(node.input) > 3 else None
-        scale = _value_of(g, chain[2], base_dir, new_inits)
+        zero = g.constant(node.input[3], base_dir, new_inits) if len(node.input) > 3 else None
+        scale = g.constant(chain[2], base_dir, new_inits)
         if scale is None:
             return None
         scale = np.asarray(scale, np.float64)
@@ -1341,19 +1199,19 @@ def _dequantized_head(g: _Graph, node, columns: list[int], base_dir: Path, new_i
         values = (weight.astype(np.float64) - zero) * scale
         return values, np.broadcast_to(scale, values.shape)
     if node.op_type == "MatMulNBits":
-        bits, block, k = int(_attr(node, "bits", 4)), int(_attr(node, "block_size")), int(_attr(node, "K"))
+        bits, block, k = int(attribute(node, "bits", 4)), int(attribute(node, "block_size")), int(attribute(node, "K"))
         if bits not in (4, 8) or (len(node.input) > 4 and any(node.input[4:])):
             return None
-        packed = _value_of(g, node.input[1], base_dir, new_inits)
+        packed = g.constant(node.input[1], base_dir, new_inits)
         n, blocks = packed.shape[0], packed.shape[1]
         if bits == 4:
             codes = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, blocks, block)
         else:
             codes = packed.reshape(n, blocks, block)
-        scales = _value_of(g, node.input[2], base_dir, new_inits).astype(np.float64).reshape(n, blocks, 1)
+        scales = g.constant(node.input[2], base_dir, new_inits).astype(np.float64).reshape(n, blocks, 1)
         zero_name = node.input[3] if len(node.input) > 3 else ""
         if zero_name:
-            zero = _value_of(g, zero_name, base_dir, new_inits)
+            zero = g.constant(zero_name, base_dir, new_inits)
             if zero.dtype != np.uint8:
                 return None
             if bits == 4:
@@ -1366,7 +1224,7 @@ def _dequantized_head(g: _Graph, node, columns: list[int], base_dir: Path, new_i
     return None
 
 
-def _use_float_head(g: _Graph, node, hidden: str, columns: list[int], base_dir: Path, new_inits: list) -> bool:
+def _use_float_head(g: GraphIndex, node, hidden: str, columns: list[int], base_dir: Path, new_inits: list) -> bool:
     """Replace the sliced quantised ``lm_head`` by a float ``MatMul`` with the embedding table's
     rows of the same tokens, when the graph has them and they are the weights ``lm_head`` was
     quantised from (tied embeddings: every element within one quantisation step). Why: the two
@@ -1397,7 +1255,7 @@ def _use_float_head(g: _Graph, node, hidden: str, columns: list[int], base_dir: 
     return True
 
 
-def _shift_weights_to_uint8(g: _Graph, matmul, prefix: str, base_dir: Path, const) -> None:
+def _shift_weights_to_uint8(g: GraphIndex, matmul, prefix: str, base_dir: Path, const) -> None:
     """Give a ``MatMulInteger`` the same weights as uint8 (value + 128, zero point + 128).
 
     Why: the products are unchanged, but ONNX Runtime then takes its u8×u8 kernel, which sums in
@@ -1405,10 +1263,10 @@ def _shift_weights_to_uint8(g: _Graph, matmul, prefix: str, base_dir: Path, cons
     in 16 bits with saturation (``VPMADDUBSW``), which per-token activations, using the whole
     8-bit range on every row, hit often enough to move the gap (docs/benchmarks/q8-rows/).
     """
-    weight = g.constant_array(matmul.input[1], base_dir)
+    weight = g.constant(matmul.input[1], base_dir)
     if weight is None or weight.dtype != np.int8:
         return
-    wzero = g.constant_array(matmul.input[3], base_dir) if len(matmul.input) > 3 and matmul.input[3] else None
+    wzero = g.constant(matmul.input[3], base_dir) if len(matmul.input) > 3 and matmul.input[3] else None
     shifted_zero = (np.zeros((), np.int16) if wzero is None else wzero.astype(np.int16)) + 128
     matmul.input[1] = const(f"{prefix}.weight_u8", (weight.astype(np.int16) + 128).astype(np.uint8))
     while len(matmul.input) < 4:
@@ -1434,7 +1292,7 @@ def _requantize_activations(model, mode: str, base_dir: Path) -> int:
 
     mode = resolve_activations(mode)
     graph = model.graph
-    g = _Graph(graph)
+    g = GraphIndex(graph)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     new_inits: list = []
     replace: dict[str, list] = {}  # first output of a node -> the nodes that replace it
@@ -1485,12 +1343,12 @@ def _requantize_activations(model, mode: str, base_dir: Path) -> int:
         plans = []
         for user in users:
             chain = _int8_scale_chain(g, user)
-            weight = g.constant_array(user.input[1], base_dir)
-            wscale = g.constant_array(chain[2], base_dir) if chain else None
+            weight = g.constant(user.input[1], base_dir)
+            wscale = g.constant(chain[2], base_dir) if chain else None
             if chain is None or weight is None or wscale is None or weight.ndim != 2 or weight.dtype != np.int8:
                 plans = []
                 break
-            wzero = g.constant_array(user.input[3], base_dir) if len(user.input) > 3 and user.input[3] else None
+            wzero = g.constant(user.input[3], base_dir) if len(user.input) > 3 and user.input[3] else None
             plans.append((user, chain[0], weight, wscale, wzero))
         for j, (_user, final, weight, wscale, wzero) in enumerate(plans):
             kdim, n = weight.shape

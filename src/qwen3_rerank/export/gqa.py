@@ -31,6 +31,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import RerankError
+from ..onnx_graph import GraphIndex, attribute, insert_nodes, prune
 
 _PRESENT = re.compile(r"^present\.(\d+)\.(key|value)$")
 MASK_VALUE = -1.0e9  # finite: exp(x + MASK_VALUE - max) is 0, and a row of only MASK_VALUE stays finite
@@ -40,19 +41,9 @@ class FusionError(RerankError):
     """The graph does not have the attention pattern this pass knows."""
 
 
-class _Graph:
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.graph = graph
-        self.producer: dict[str, onnx.NodeProto] = {}
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for node in graph.node:
-            for out in node.output:
-                if out:
-                    self.producer[out] = node
-            for inp in node.input:
-                if inp:
-                    self.consumers[inp].append(node)
-        self.initializers = {t.name: t for t in graph.initializer}
+class _Pattern(GraphIndex):
+    """The graph index, with the two steps of pattern matching that fail with a :class:`FusionError`
+    naming what was found instead."""
 
     def only_consumer(self, name: str, op_type: str) -> onnx.NodeProto:
         users = self.consumers.get(name, [])
@@ -70,22 +61,9 @@ class _Graph:
             )
         return node
 
-    def constant(self, name: str) -> np.ndarray | None:
-        if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    return numpy_helper.to_array(attr.t)
-        return None
-
 
 def _perm(node: onnx.NodeProto) -> list[int]:
-    for attr in node.attribute:
-        if attr.name == "perm":
-            return list(attr.ints)
-    return []
+    return list(attribute(node, "perm", []))
 
 
 def fuse_group_query_attention(model: onnx.ModelProto, *, num_heads: int, kv_num_heads: int) -> int:
@@ -105,7 +83,7 @@ def fuse_group_query_attention(model: onnx.ModelProto, *, num_heads: int, kv_num
             have the attention pattern this pass knows.
     """
     graph = model.graph
-    g = _Graph(graph)
+    g = _Pattern(graph)
     outputs = {o.name for o in graph.output}
     layers: dict[int, dict[str, str]] = defaultdict(dict)
     for name in outputs:
@@ -200,16 +178,16 @@ def fuse_group_query_attention(model: onnx.ModelProto, *, num_heads: int, kv_num
     for out in graph.output:
         if out.name in replacements:
             raise FusionError(f"attention output {out.name} is a graph output")
-    # New nodes go first among the consumers; order them topologically below.
+    # The new nodes are appended; the sort moves each up to where its consumers need it.
     del graph.node[:]
-    graph.node.extend(_toposort(kept + new_nodes, graph))
-    _drop_dead_nodes(graph)
+    insert_nodes(graph, kept + new_nodes)
+    prune(graph)
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return len(layers)
 
 
-def _repeat_kv(g: _Graph, name: str, layer: int) -> onnx.NodeProto:
+def _repeat_kv(g: _Pattern, name: str, layer: int) -> onnx.NodeProto:
     users = [u for u in g.consumers.get(name, [])]
     unsq = [u for u in users if u.op_type == "Unsqueeze"]
     if len(unsq) != 1:
@@ -309,50 +287,3 @@ def _shared_inputs(nodes: list[onnx.NodeProto]) -> dict[str, str]:
     bias = p + "/attention_bias"
     nodes.append(helper.make_node("Expand", [bias_4d, target], [bias], name=bias))
     return {"seqlens_k": seqlens_k, "total_len": total_len, "bias": bias}
-
-
-def _toposort(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """Kahn's algorithm, stable with respect to the given order."""
-    producer_of = {o: i for i, n in enumerate(nodes) for o in n.output if o}
-    waiting = [0] * len(nodes)
-    users: dict[int, list[int]] = defaultdict(list)
-    for i, n in enumerate(nodes):
-        deps = {producer_of[x] for x in n.input if x in producer_of}
-        waiting[i] = len(deps)
-        for d in deps:
-            users[d].append(i)
-    import heapq
-
-    ready = [i for i, w in enumerate(waiting) if w == 0]
-    heapq.heapify(ready)
-    ordered = []
-    while ready:
-        i = heapq.heappop(ready)
-        ordered.append(nodes[i])
-        for u in users[i]:
-            waiting[u] -= 1
-            if waiting[u] == 0:
-                heapq.heappush(ready, u)
-    if len(ordered) != len(nodes):
-        raise FusionError("the fused graph has a cycle")
-    return ordered
-
-
-def _drop_dead_nodes(graph: onnx.GraphProto) -> None:
-    needed = {o.name for o in graph.output}
-    keep = []
-    for node in reversed(graph.node):
-        if any(o in needed for o in node.output):
-            keep.append(node)
-            needed.update(i for i in node.input if i)
-    keep.reverse()
-    del graph.node[:]
-    graph.node.extend(keep)
-    used = needed
-    init = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(init)
-    produced = {o for n in graph.node for o in n.output}
-    vi = [v for v in graph.value_info if v.name in produced]
-    del graph.value_info[:]
-    graph.value_info.extend(vi)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import onnx
 
 from ..files import DTYPE_FILES
+from ..onnx_graph import fold_transposed_initializers, save_with_external_data
 from .source import ExportError, is_seq_cls, resolve_source
 
 EXPORT_DTYPES = ("fp32", "fp16", "q8", "q4")
@@ -340,7 +341,7 @@ def _export_into(
             optimized = optimize_model(
                 str(fp32_path), model_type="qwen3", num_heads=num_heads, hidden_size=hidden, opt_level=0
             ).model
-            _fold_weight_transposes(optimized)
+            fold_transposed_initializers(optimized.graph, fp32_path.parent)
             if not any(op.domain == "com.microsoft" for op in optimized.opset_import):
                 optimized.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
             _save(optimized, optimized_path, external=True)
@@ -408,18 +409,10 @@ def _save(model: onnx.ModelProto, path: Path, *, external: bool | None = None) -
 
     if external is None:
         external = _weights_bytes(model) > PROTOBUF_LIMIT
-    data = path.with_name(path.name + "_data")
-    data.unlink(missing_ok=True)
     if external:
-        onnx.save_model(
-            model,
-            str(path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=data.name,
-            size_threshold=1024,
-        )
+        save_with_external_data(model, path)
     else:
+        path.with_name(path.name + "_data").unlink(missing_ok=True)
         onnx.save_model(model, str(path))
 
 
@@ -427,29 +420,6 @@ def _weights_bytes(model: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) for t in model.graph.initializer) + sum(
         len(a.t.raw_data) for n in model.graph.node for a in n.attribute if a.type == a.TENSOR
     )
-
-
-def _fold_weight_transposes(model: onnx.ModelProto) -> None:
-    """``Transpose(W)`` of an initializer (the tied lm_head) becomes a transposed initializer.
-
-    Quantizers only quantize MatMuls whose weight is an initializer. An untied lm_head (and a
-    sequence classifier's score head) is exported as an initializer already, so nothing here
-    depends on the embeddings being tied.
-    """
-    from onnx import numpy_helper
-
-    inits = {t.name: t for t in model.graph.initializer}
-    keep = []
-    for node in model.graph.node:
-        if node.op_type == "Transpose" and node.input[0] in inits:
-            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-            array = numpy_helper.to_array(inits[node.input[0]])
-            folded = array.transpose(perm) if perm else array.T
-            model.graph.initializer.append(numpy_helper.from_array(folded.copy(), node.output[0]))
-            continue
-        keep.append(node)
-    del model.graph.node[:]
-    model.graph.node.extend(keep)
 
 
 def _rope_nodes(model: onnx.ModelProto) -> list[str]:
