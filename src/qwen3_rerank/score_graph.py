@@ -46,15 +46,20 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
+import numpy.typing as npt
 
 from .cpu_features import int8_products_exact
 from .errors import ModelLoadError
-from .onnx_graph import GraphIndex, attribute, insert_nodes, prune, set_attribute, tensor_value
+from .onnx_graph import Array, GraphIndex, attribute, insert_nodes, prune, set_attribute, tensor_value
+
+if TYPE_CHECKING:
+    import onnx
 
 log = logging.getLogger("qwen3_rerank")
 
@@ -114,6 +119,45 @@ class ScoreGraphNoSpace(ScoreGraphError):
 
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
+
+
+#: A JSON record read back from disk (a sidecar, a cache memo): its keys are checked where read.
+Record = dict[str, Any]
+
+
+class _Stamp(TypedDict):
+    """Size and mtime of a file, recorded to tell whether it changed."""
+
+    size: int
+    mtime_ns: int
+
+
+class _SourceHashes(TypedDict):
+    """SHA-256 of a source graph file and of each of its weight files (by file name)."""
+
+    source_sha256: str
+    data_sha256: dict[str, str]
+
+
+class _ContentKey(_SourceHashes):
+    """What a cache entry is keyed by (:func:`_content_key`); ``key`` names its folder."""
+
+    format_version: int
+    yes_no_ids: list[int]
+    keep_present: bool
+    options: dict[str, str]
+    key: str
+
+
+class _BuildInfo(TypedDict):
+    """What :func:`_build` reports about the graph it built, merged into its record."""
+
+    group_query_attention: bool
+    output: str
+    head: str
+    requantized_matmuls: int
+    float32_attention_ops: int
+    quantized: bool
 
 
 # -- where score graphs are kept ------------------------------------------------------------------------
@@ -186,7 +230,7 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _stamp(path: Path) -> dict:
+def _stamp(path: Path) -> _Stamp:
     stat = path.stat()
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
@@ -195,7 +239,7 @@ def _data_files(source: Path) -> list[Path]:
     return sorted(source.parent.glob(source.name + "_data*"))
 
 
-def _data_stamps(source: Path) -> dict:
+def _data_stamps(source: Path) -> dict[str, _Stamp]:
     """Size and mtime of the source's external weight files: the score graph copies rows of them."""
     return {p.name: _stamp(p) for p in _data_files(source)}
 
@@ -205,7 +249,7 @@ def _own_data_size(graph: Path) -> int | None:
     return own.stat().st_size if own.is_file() else None
 
 
-def _record_matches(meta: dict, graph: Path, yes_id: int, no_id: int, activations: str, head: str) -> bool:
+def _record_matches(meta: Record, graph: Path, yes_id: int, no_id: int, activations: str, head: str) -> bool:
     """Whether a record is of this format, these ids and options, and its graph is whole."""
     return (
         meta.get("format_version") == FORMAT_VERSION
@@ -242,21 +286,25 @@ def cached_score_graph(
 
 def _content_key(
     source: Path, cache: Path, yes_id: int, no_id: int, keep_present: bool, activations: str, head: str
-) -> dict:
+) -> _ContentKey:
     """What a cache entry is keyed by: the bytes of the source and of its weight files (never their
     path), the token ids, the options and the format."""
-    fields = {
+    hashes = _source_hashes(source, cache)
+    fields: _ContentKey = {
         "format_version": FORMAT_VERSION,
-        **_source_hashes(source, cache),
+        "source_sha256": hashes["source_sha256"],
+        "data_sha256": hashes["data_sha256"],
         "yes_no_ids": [yes_id, no_id],
         "keep_present": keep_present,
         "options": {"activations": activations, "head": head},
+        "key": "",  # set below: the hash of the other fields
     }
-    fields["key"] = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:40]
+    hashed = {name: value for name, value in fields.items() if name != "key"}
+    fields["key"] = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:40]
     return fields
 
 
-def _source_hashes(source: Path, cache: Path) -> dict:
+def _source_hashes(source: Path, cache: Path) -> _SourceHashes:
     """SHA-256 of the source and of its weight files, remembered in ``cache/index/``.
 
     Why remembered: hashing reads the whole model (about 1.8 s per GB on a 2-core machine), and a
@@ -265,7 +313,7 @@ def _source_hashes(source: Path, cache: Path) -> dict:
     entry it leads to is still found by content.
     """
     files = [source, *_data_files(source)]
-    stamps = {}
+    stamps: dict[str, list[int]] = {}
     for path in files:
         stat = path.stat()
         stamps[path.name] = [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev]
@@ -276,8 +324,10 @@ def _source_hashes(source: Path, cache: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         known = {}
     if isinstance(known, dict) and known.get("stamps") == stamps and isinstance(known.get("hashes"), dict):
-        return known["hashes"]
-    hashes = {
+        memo_hashes = known["hashes"]
+        if isinstance(memo_hashes.get("source_sha256"), str) and isinstance(memo_hashes.get("data_sha256"), dict):
+            return {"source_sha256": memo_hashes["source_sha256"], "data_sha256": memo_hashes["data_sha256"]}
+    hashes: _SourceHashes = {
         "source_sha256": file_sha256(source),
         "data_sha256": {path.name: file_sha256(path) for path in files[1:]},
     }
@@ -289,7 +339,7 @@ def _source_hashes(source: Path, cache: Path) -> dict:
     return hashes
 
 
-def _cached_entry(cache: Path, key: dict, yes_id: int, no_id: int, activations: str, head: str) -> Path | None:
+def _cached_entry(cache: Path, key: _ContentKey, yes_id: int, no_id: int, activations: str, head: str) -> Path | None:
     graph = cache / key["key"] / _CACHE_GRAPH
     meta = score_graph_record(graph)
     if meta and meta.get("key") == key["key"] and _record_matches(meta, graph, yes_id, no_id, activations, head):
@@ -297,13 +347,15 @@ def _cached_entry(cache: Path, key: dict, yes_id: int, no_id: int, activations: 
     return None
 
 
-def score_graph_record(path: Path) -> dict:
+def score_graph_record(path: Path) -> Record:
     """What was recorded when the score graph at ``path`` was built (empty if nothing)."""
     try:
         meta = json.loads(_sidecar(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
-    return meta if isinstance(meta, dict) else {}
+    if not isinstance(meta, dict):
+        return {}
+    return meta
 
 
 @dataclass(frozen=True)
@@ -390,9 +442,9 @@ def ensure_score_graph(
     activations = resolve_activations(activations)
     source = Path(source)
     cache_dir = Path(cache).expanduser() if cache is not None else default_cache_dir()
-    keys: dict[tuple[str, str], dict] = {}
+    keys: dict[tuple[str, str], _ContentKey] = {}
 
-    def key_of(options: tuple[str, str]) -> dict:  # hashing reads the model: once per call
+    def key_of(options: tuple[str, str]) -> _ContentKey:  # hashing reads the model: once per call
         if options not in keys:
             keys[options] = _content_key(source, cache_dir, yes_id, no_id, keep_present, *options)
         return keys[options]
@@ -417,13 +469,27 @@ def ensure_score_graph(
     found = find(options)
     if found is not None:
         return ScoreGraph.from_record(found)
-    build = dict(yes_id=yes_id, no_id=no_id, keep_present=keep_present, activations=activations, head=head)
     if not into_cache:
         try:
-            return ScoreGraph.from_record(_build_beside(source, **build))  # type: ignore[arg-type]
+            return ScoreGraph.from_record(
+                _build_beside(
+                    source, yes_id=yes_id, no_id=no_id, keep_present=keep_present, activations=activations, head=head
+                )
+            )
         except _NotWritable:
             pass  # a read-only model folder: the cache keeps the fast path
-    return ScoreGraph.from_record(_build_in_cache(source, cache_dir, key_of(options), **build))  # type: ignore[arg-type]
+    return ScoreGraph.from_record(
+        _build_in_cache(
+            source,
+            cache_dir,
+            key_of(options),
+            yes_id=yes_id,
+            no_id=no_id,
+            keep_present=keep_present,
+            activations=activations,
+            head=head,
+        )
+    )
 
 
 class _NotWritable(Exception):
@@ -531,7 +597,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_record(path: Path, meta: dict) -> None:
+def _write_record(path: Path, meta: Record) -> None:
     """Write a JSON record atomically: a temporary name in the same folder, fsync, rename."""
     tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}-{os.urandom(4).hex()}")
     try:
@@ -544,12 +610,32 @@ def _write_record(path: Path, meta: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _run_build(source: Path, target: Path, final_dir: Path, report_dir: Path | None = None, **build: object) -> dict:
+def _run_build(
+    source: Path,
+    target: Path,
+    final_dir: Path,
+    report_dir: Path | None = None,
+    *,
+    yes_id: int,
+    no_id: int,
+    keep_present: bool,
+    activations: str,
+    head: str,
+) -> _BuildInfo:
     """:func:`_build` into ``target`` (in a temporary folder), with its failures as ScoreGraphError
     (a full disk names ``report_dir``, by default ``final_dir``)."""
     started = time.perf_counter()
     try:
-        built = _build(source, target, final_dir=final_dir, **build)  # type: ignore[arg-type]
+        built = _build(
+            source,
+            target,
+            yes_id,
+            no_id,
+            keep_present=keep_present,
+            activations=activations,
+            head=head,
+            final_dir=final_dir,
+        )
         log.info(
             "qwen3-rerank: built the score graph of %s for %s in %.1f s",
             source,
@@ -578,7 +664,7 @@ def _tree_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _meta(source: Path, yes_id: int, no_id: int, keep_present: bool, activations: str, head: str) -> dict:
+def _meta(source: Path, yes_id: int, no_id: int, keep_present: bool, activations: str, head: str) -> Record:
     return {
         "format_version": FORMAT_VERSION,
         "source": source.name,
@@ -618,7 +704,7 @@ def _build_beside(source: Path, *, yes_id: int, no_id: int, keep_present: bool, 
                 activations=activations,
                 head=head,
             )
-            meta = {
+            meta: Record = {
                 **_meta(source, yes_id, no_id, keep_present, activations, head),
                 "source_sha256": file_sha256(source),
                 "source_stamp": _stamp(source),
@@ -649,7 +735,15 @@ def _build_beside(source: Path, *, yes_id: int, no_id: int, keep_present: bool, 
 
 
 def _build_in_cache(
-    source: Path, cache: Path, key: dict, *, yes_id: int, no_id: int, keep_present: bool, activations: str, head: str
+    source: Path,
+    cache: Path,
+    key: _ContentKey,
+    *,
+    yes_id: int,
+    no_id: int,
+    keep_present: bool,
+    activations: str,
+    head: str,
 ) -> Path:
     """Build the score graph into the cache entry ``cache/<key>``; returns its path.
 
@@ -687,7 +781,7 @@ def _build_in_cache(
                 activations=activations,
                 head=head,
             )
-            meta = {
+            meta: Record = {
                 **_meta(source, yes_id, no_id, keep_present, activations, head),
                 "key": key["key"],
                 "source_sha256": key["source_sha256"],
@@ -749,7 +843,21 @@ _QUANTIZED_OPS = (
 # -- graph surgery ------------------------------------------------------------------------------------
 
 
-def _find_lm_head(g: GraphIndex, logits: str):
+def _constant_of(
+    g: GraphIndex, name: str, base_dir: Path, what: str, pending: Iterable[onnx.TensorProto] = ()
+) -> Array:
+    """The value of the constant tensor ``name`` (see :meth:`GraphIndex.constant`).
+
+    Raises:
+        ScoreGraphError: the graph does not fix the value of ``name`` (``what`` names it).
+    """
+    value = g.constant(name, base_dir, pending)
+    if value is None:
+        raise ScoreGraphError(f"{what} ({name!r}) is not a constant")
+    return value
+
+
+def _find_lm_head(g: GraphIndex, logits: str) -> onnx.NodeProto:
     for node in g.ancestors(logits, depth=6):
         if node.op_type in _LM_OPS and any(
             i in g.initializers or (g.producer.get(i) is not None and g.producer[i].op_type == "Transpose")
@@ -759,7 +867,7 @@ def _find_lm_head(g: GraphIndex, logits: str):
     raise ScoreGraphError("cannot find the lm_head (a MatMul-type node near the 'logits' output)")
 
 
-def _head_columns(g: GraphIndex, node) -> int | None:
+def _head_columns(g: GraphIndex, node: onnx.NodeProto) -> int | None:
     """How many outputs the head makes (vocabulary size, or 1 for a one-label score head).
 
     Read from the weight's declared dims, so no weight data is loaded; None when unknown.
@@ -785,21 +893,23 @@ def _head_columns(g: GraphIndex, node) -> int | None:
     return shape[1]
 
 
-def _head_activation(g: GraphIndex, node) -> str:
+def _head_activation(g: GraphIndex, node: onnx.NodeProto) -> str:
     """The float hidden state the head reads (through the int8 head's DynamicQuantizeLinear)."""
     if node.op_type != "MatMulInteger":
-        return node.input[0]
+        return str(node.input[0])
     quantizer = g.producer.get(node.input[0])
     if quantizer is not None and quantizer.op_type == "DynamicQuantizeLinear":
-        return quantizer.input[0]
+        return str(quantizer.input[0])
     raise ScoreGraphError("int8 lm_head without a DynamicQuantizeLinear input")
 
 
-def _slice_lm_head(g: GraphIndex, node, columns: list[int], base_dir: Path, new_inits: list) -> str:
+def _slice_lm_head(
+    g: GraphIndex, node: onnx.NodeProto, columns: list[int], base_dir: Path, new_inits: list[onnx.TensorProto]
+) -> str:
     """Cut ``node``'s weight to ``columns`` of the vocabulary; returns the activation input name."""
     from onnx import numpy_helper
 
-    def add(name: str, array: np.ndarray) -> str:
+    def add(name: str, array: Array) -> str:
         new_inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
@@ -812,13 +922,13 @@ def _slice_lm_head(g: GraphIndex, node, columns: list[int], base_dir: Path, new_
         if node.op_type == "Gemm":
             set_attribute(node, "transB", 0)
             if len(node.input) > 2 and node.input[2]:
-                bias = g.constant(node.input[2], base_dir)
+                bias = _constant_of(g, node.input[2], base_dir, "lm_head bias")
                 node.input[2] = add("score.lm_head.bias", bias[..., columns])
         node.input[1] = add("score.lm_head.weight", weight[:, columns])
-        return node.input[0]
+        return str(node.input[0])
 
     if node.op_type == "MatMulInteger":
-        weight = g.constant(node.input[1], base_dir)
+        weight = _constant_of(g, node.input[1], base_dir, "int8 lm_head weight")
         node.input[1] = add("score.lm_head.weight_q", weight[:, columns])
         if len(node.input) > 3 and node.input[3]:
             zero = g.constant(node.input[3], base_dir)
@@ -830,15 +940,15 @@ def _slice_lm_head(g: GraphIndex, node, columns: list[int], base_dir: Path, new_
 
     if node.op_type == "MatMulNBits":
         n = int(attribute(node, "N"))
-        packed = g.constant(node.input[1], base_dir)
+        packed = _constant_of(g, node.input[1], base_dir, "MatMulNBits lm_head weight")
         node.input[1] = add("score.lm_head.B", packed[columns])
-        scales = g.constant(node.input[2], base_dir)
+        scales = _constant_of(g, node.input[2], base_dir, "MatMulNBits lm_head scales")
         node.input[2] = add(
             "score.lm_head.scales",
             scales.reshape(n, -1)[columns].reshape(-1 if scales.ndim == 1 else (len(columns), -1)),
         )
         if len(node.input) > 3 and node.input[3]:
-            zero = g.constant(node.input[3], base_dir)
+            zero = _constant_of(g, node.input[3], base_dir, "MatMulNBits lm_head zero points")
             node.input[3] = add(
                 "score.lm_head.zero_points",
                 zero.reshape(n, -1)[columns].reshape(-1 if zero.ndim == 1 else (len(columns), -1)),
@@ -846,19 +956,26 @@ def _slice_lm_head(g: GraphIndex, node, columns: list[int], base_dir: Path, new_
         if len(node.input) > 4 and node.input[4]:
             raise ScoreGraphError("MatMulNBits lm_head with g_idx is not supported")
         if len(node.input) > 5 and node.input[5]:
-            bias = g.constant(node.input[5], base_dir)
+            bias = _constant_of(g, node.input[5], base_dir, "MatMulNBits lm_head bias")
             node.input[5] = add("score.lm_head.bias", bias[columns])
         set_attribute(node, "N", len(columns))
-        return node.input[0]
+        return str(node.input[0])
 
     raise ScoreGraphError(f"unsupported lm_head op {node.op_type}")
 
 
-def _cut_per_column_scales(g: GraphIndex, node, vocab: int, columns, base_dir, add) -> None:
+def _cut_per_column_scales(
+    g: GraphIndex,
+    node: onnx.NodeProto,
+    vocab: int,
+    columns: list[int],
+    base_dir: Path,
+    add: Callable[[str, Array], str],
+) -> None:
     """Slice any [vocab]-shaped constant multiplied into the int8 lm_head's output."""
     frontier = list(node.output)
     for _ in range(3):
-        nxt = []
+        nxt: list[str] = []
         for tensor in frontier:
             for consumer in g.consumers.get(tensor, []):
                 if consumer.op_type in ("Mul", "Add"):
@@ -872,7 +989,7 @@ def _cut_per_column_scales(g: GraphIndex, node, vocab: int, columns, base_dir, a
         frontier = nxt
 
 
-def _norm_inputs(g: GraphIndex, hidden: str) -> tuple[list[str], list]:
+def _norm_inputs(g: GraphIndex, hidden: str) -> tuple[list[str], list[onnx.NodeProto]]:
     """Per-position tensors to gather so that the final norm runs on the last position only.
 
     Returns the tensor names and the nodes whose inputs are to be rewired to the gathered ones.
@@ -896,8 +1013,16 @@ def _norm_inputs(g: GraphIndex, hidden: str) -> tuple[list[str], list]:
 
 
 def _build(
-    source, target, yes_id: int, no_id: int, *, keep_present: bool, activations: str, head: str, final_dir=None
-) -> dict:
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    yes_id: int,
+    no_id: int,
+    *,
+    keep_present: bool,
+    activations: str,
+    head: str,
+    final_dir: str | os.PathLike[str] | None = None,
+) -> _BuildInfo:
     """Build the score graph; returns what to record about it (attention kind, head, activations).
 
     ``target`` may be in a temporary folder; ``final_dir`` is the folder it will be moved to (by
@@ -907,19 +1032,19 @@ def _build(
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    source, target = Path(source), Path(target)
-    model = onnx.load(str(source), load_external_data=False)
+    source_path, target_path = Path(source), Path(target)
+    model = onnx.load(str(source_path), load_external_data=False)
     graph = model.graph
     g = GraphIndex(graph)
     outputs = [o.name for o in graph.output]
     if "logits" not in outputs:
-        raise ScoreGraphError(f"{source.name} has no 'logits' output (outputs: {', '.join(outputs[:5])})")
+        raise ScoreGraphError(f"{source_path.name} has no 'logits' output (outputs: {', '.join(outputs[:5])})")
     input_names = {i.name for i in graph.input}
     if not {"input_ids", "attention_mask"} <= input_names:
-        raise ScoreGraphError(f"{source.name} lacks input_ids/attention_mask inputs")
+        raise ScoreGraphError(f"{source_path.name} lacks input_ids/attention_mask inputs")
 
-    base_dir = source.parent
-    new_inits: list = []
+    base_dir = source_path.parent
+    new_inits: list[onnx.TensorProto] = []
     lm_head = _find_lm_head(g, "logits")
     columns = _head_columns(g, lm_head)
     if columns == 1:  # one-label sequence classifier: the head's one column is the gap already
@@ -937,7 +1062,7 @@ def _build(
             if _use_float_head(g, lm_head, hidden, [yes_id, no_id], base_dir, new_inits):
                 head_used = "float"
             elif head == "float":
-                raise ScoreGraphError(f"{source.name} has no float rows of the yes/no tokens tied to its lm_head")
+                raise ScoreGraphError(f"{source_path.name} has no float rows of the yes/no tokens tied to its lm_head")
     tensors, users = _norm_inputs(g, hidden)
 
     # Index of each row's last real position among the new tokens, for either padding side:
@@ -1001,12 +1126,12 @@ def _build(
     prune(graph)
     del graph.value_info[:]  # shapes changed; let the runtime infer them again
 
-    _inline_escaping_external_data(graph, base_dir, Path(final_dir) if final_dir else target.parent)
+    _inline_escaping_external_data(graph, base_dir, Path(final_dir) if final_dir else target_path.parent)
     # Weights that were inline in the source go to an external file of the score graph's own:
     # ONNX Runtime then does not hold the protobuf bytes and the tensors at once (a q8 file's
     # resident size drops by about the size of its weights). Weights already external stay in
     # the source's data file.
-    _save_model(model, target)
+    _save_model(model, target_path)
     return {
         "group_query_attention": any(node.op_type == "GroupQueryAttention" for node in graph.node),
         "output": output,
@@ -1017,7 +1142,7 @@ def _build(
     }
 
 
-def _save_model(model, target: Path) -> None:
+def _save_model(model: onnx.ModelProto, target: Path) -> None:
     """Write ``model`` to ``target``, its weights to ``<target>_data`` (a fresh folder's files:
     the caller moves them into place).
 
@@ -1038,7 +1163,7 @@ def _save_model(model, target: Path) -> None:
             _fsync(path)
 
 
-def _write_model(model, target: Path, data_name: str) -> None:
+def _write_model(model: onnx.ModelProto, target: Path, data_name: str) -> None:
     """``onnx.save_model`` with the weights over 4 KB in ``data_name`` next to ``target``."""
     import onnx
 
@@ -1052,7 +1177,7 @@ def _write_model(model, target: Path, data_name: str) -> None:
     )
 
 
-def _float32_attention(graph) -> int:
+def _float32_attention(graph: onnx.GraphProto) -> int:
     """Run the attention of a float16 graph (the ``MatMul`` of two activations and the
     ``Softmax``) in float32; returns how many nodes now do.
 
@@ -1068,7 +1193,7 @@ def _float32_attention(graph) -> int:
     for node in graph.node:
         if node.op_type == "Constant" or (node.input and all(not i or i in constant for i in node.input)):
             constant.update(node.output)
-    nodes = []
+    nodes: list[onnx.NodeProto] = []
     count = 0
     for k, node in enumerate(graph.node):
         dynamic = [i for i in node.input if i and i not in constant]
@@ -1089,7 +1214,7 @@ def _float32_attention(graph) -> int:
     return count
 
 
-def _inline_escaping_external_data(graph, base_dir: Path, target_dir: Path) -> None:
+def _inline_escaping_external_data(graph: onnx.GraphProto, base_dir: Path, target_dir: Path) -> None:
     """Load the weights whose data file resolves outside ``target_dir`` (a symbolic link into the
     Hugging Face cache's ``blobs/``): ONNX Runtime refuses such paths for a graph file that is not
     itself a link, so the score graph keeps its own copy of them."""
@@ -1111,7 +1236,7 @@ def _inline_escaping_external_data(graph, base_dir: Path, target_dir: Path) -> N
 # -- the yes/no head of quantised graphs ---------------------------------------------------------------
 
 
-def _rows_of(tensor, rows: list[int], base_dir: Path) -> np.ndarray:
+def _rows_of(tensor: onnx.TensorProto, rows: list[int], base_dir: Path) -> Array:
     """Rows of a 2-D initializer, reading only those rows when its data is external (a 0.6B
     embedding table is 620 MB; two rows are 8 KB)."""
     from onnx import TensorProto, helper
@@ -1122,8 +1247,9 @@ def _rows_of(tensor, rows: list[int], base_dir: Path) -> np.ndarray:
     if tensor.data_location != TensorProto.EXTERNAL:
         if not tensor.raw_data:
             return tensor_value(tensor, base_dir)[rows]
-        table = np.frombuffer(tensor.raw_data, dtype).reshape(tuple(tensor.dims))  # a view, no copy
-        return table[rows].copy()
+        table: Array = np.frombuffer(tensor.raw_data, dtype).reshape(tuple(tensor.dims))  # a view, no copy
+        selected: Array = table[rows].copy()  # numpy's stubs type ndarray[Any].copy() as Any
+        return selected
     info = {entry.key: entry.value for entry in tensor.external_data}
     location = Path(info["location"])
     if location.is_absolute() or ".." in location.parts:
@@ -1141,7 +1267,7 @@ def _rows_of(tensor, rows: list[int], base_dir: Path) -> np.ndarray:
     return out
 
 
-def _embedding_rows(g: GraphIndex, columns: list[int], base_dir: Path) -> np.ndarray | None:
+def _embedding_rows(g: GraphIndex, columns: list[int], base_dir: Path) -> npt.NDArray[np.float32] | None:
     """``[len(columns), hidden]`` float32 rows of the float table the input ``Gather`` reads."""
     from onnx import TensorProto
 
@@ -1157,7 +1283,7 @@ def _embedding_rows(g: GraphIndex, columns: list[int], base_dir: Path) -> np.nda
     return None
 
 
-def _int8_scale_chain(g: GraphIndex, node):
+def _int8_scale_chain(g: GraphIndex, node: onnx.NodeProto) -> tuple[onnx.NodeProto, str, str] | None:
     """For ``MatMulInteger`` → ``Cast`` → ``Mul(·, Mul(activation_scale, weight_scale))`` (what
     ``quantize_dynamic`` writes): the final ``Mul`` node, the activation-scale name and the weight
     scale's name; ``None`` for any other shape."""
@@ -1180,7 +1306,9 @@ def _int8_scale_chain(g: GraphIndex, node):
     return final, activation_scale, weight_scale
 
 
-def _dequantized_head(g: GraphIndex, node, columns: list[int], base_dir: Path, new_inits: list):
+def _dequantized_head(
+    g: GraphIndex, node: onnx.NodeProto, columns: list[int], base_dir: Path, new_inits: list[onnx.TensorProto]
+) -> tuple[Array, Array] | None:
     """The sliced quantised ``lm_head`` as float ``[hidden, 2]`` and the size of one quantisation
     step per element (to tell whether float rows are the same weights), or ``None``."""
     if node.op_type == "MatMulInteger":
@@ -1202,16 +1330,20 @@ def _dequantized_head(g: GraphIndex, node, columns: list[int], base_dir: Path, n
         bits, block, k = int(attribute(node, "bits", 4)), int(attribute(node, "block_size")), int(attribute(node, "K"))
         if bits not in (4, 8) or (len(node.input) > 4 and any(node.input[4:])):
             return None
-        packed = g.constant(node.input[1], base_dir, new_inits)
+        packed = _constant_of(g, node.input[1], base_dir, "MatMulNBits lm_head weight", new_inits)
         n, blocks = packed.shape[0], packed.shape[1]
         if bits == 4:
             codes = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, blocks, block)
         else:
             codes = packed.reshape(n, blocks, block)
-        scales = g.constant(node.input[2], base_dir, new_inits).astype(np.float64).reshape(n, blocks, 1)
+        scales = (
+            _constant_of(g, node.input[2], base_dir, "MatMulNBits lm_head scales", new_inits)
+            .astype(np.float64)
+            .reshape(n, blocks, 1)
+        )
         zero_name = node.input[3] if len(node.input) > 3 else ""
         if zero_name:
-            zero = g.constant(zero_name, base_dir, new_inits)
+            zero = _constant_of(g, zero_name, base_dir, "MatMulNBits lm_head zero points", new_inits)
             if zero.dtype != np.uint8:
                 return None
             if bits == 4:
@@ -1224,7 +1356,14 @@ def _dequantized_head(g: GraphIndex, node, columns: list[int], base_dir: Path, n
     return None
 
 
-def _use_float_head(g: GraphIndex, node, hidden: str, columns: list[int], base_dir: Path, new_inits: list) -> bool:
+def _use_float_head(
+    g: GraphIndex,
+    node: onnx.NodeProto,
+    hidden: str,
+    columns: list[int],
+    base_dir: Path,
+    new_inits: list[onnx.TensorProto],
+) -> bool:
     """Replace the sliced quantised ``lm_head`` by a float ``MatMul`` with the embedding table's
     rows of the same tokens, when the graph has them and they are the weights ``lm_head`` was
     quantised from (tied embeddings: every element within one quantisation step). Why: the two
@@ -1241,7 +1380,10 @@ def _use_float_head(g: GraphIndex, node, hidden: str, columns: list[int], base_d
     if weight.shape != values.shape or not np.all(np.abs(weight - values) <= 1.01 * np.abs(step) + 1e-12):
         return False  # untied (or not the same table): those rows are not lm_head's
     if node.op_type == "MatMulInteger":
-        target = _int8_scale_chain(g, node)[0]
+        chain = _int8_scale_chain(g, node)
+        if chain is None:  # not reached: _dequantized_head found the same chain
+            return False
+        target = chain[0]
     else:
         if len(node.input) > 5 and node.input[5]:
             return False
@@ -1255,7 +1397,9 @@ def _use_float_head(g: GraphIndex, node, hidden: str, columns: list[int], base_d
     return True
 
 
-def _shift_weights_to_uint8(g: GraphIndex, matmul, prefix: str, base_dir: Path, const) -> None:
+def _shift_weights_to_uint8(
+    g: GraphIndex, matmul: onnx.NodeProto, prefix: str, base_dir: Path, const: Callable[[str, npt.ArrayLike], str]
+) -> None:
     """Give a ``MatMulInteger`` the same weights as uint8 (value + 128, zero point + 128).
 
     Why: the products are unchanged, but ONNX Runtime then takes its u8×u8 kernel, which sums in
@@ -1277,7 +1421,7 @@ def _shift_weights_to_uint8(g: GraphIndex, matmul, prefix: str, base_dir: Path, 
 # -- per-row activation quantisation of dynamic-int8 graphs ------------------------------------------
 
 
-def _requantize_activations(model, mode: str, base_dir: Path) -> int:
+def _requantize_activations(model: onnx.ModelProto, mode: str, base_dir: Path) -> int:
     """Make every ``DynamicQuantizeLinear`` → ``MatMulInteger`` group quantise its activations per
     row; returns how many MatMuls now do.
 
@@ -1294,11 +1438,11 @@ def _requantize_activations(model, mode: str, base_dir: Path) -> int:
     graph = model.graph
     g = GraphIndex(graph)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    new_inits: list = []
-    replace: dict[str, list] = {}  # first output of a node -> the nodes that replace it
+    new_inits: list[onnx.TensorProto] = []
+    replace: dict[str, list[onnx.NodeProto]] = {}  # first output of a node -> the nodes that replace it
     count = 0
 
-    def const(name: str, array) -> str:
+    def const(name: str, array: npt.ArrayLike) -> str:
         if name not in g.initializers and all(t.name != name for t in new_inits):
             new_inits.append(numpy_helper.from_array(np.asarray(array), name))
         return name
@@ -1340,7 +1484,7 @@ def _requantize_activations(model, mode: str, base_dir: Path) -> int:
             count += len(users)
             continue
         # nbits8: each MatMulInteger chain becomes one MatMulNBits, placed where its final Mul was.
-        plans = []
+        plans: list[tuple[onnx.NodeProto, onnx.NodeProto, Array, Array, Array | None]] = []
         for user in users:
             chain = _int8_scale_chain(g, user)
             weight = g.constant(user.input[1], base_dir)
