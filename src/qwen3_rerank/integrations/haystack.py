@@ -202,7 +202,7 @@ class Qwen3Ranker:
 
         Raises:
             ValueError: ``top_k`` is not a positive integer or None.
-            InputError: the reranker rejects the input (e.g. an empty query).
+            InputError: the reranker rejects the input (see :meth:`Reranker.rerank`).
             ModelLoadError: the model cannot be loaded.
         """
         _check_top_k(top_k)
