@@ -59,7 +59,7 @@ def file_bytes(path: Path) -> dict:
     import onnx
 
     from qwen3_rerank.onnx_graph import GraphIndex
-    from qwen3_rerank.score_graph import _find_lm_head
+    from qwen3_rerank.score_graph_build import _find_lm_head
 
     model = onnx.load(str(path), load_external_data=False)
     g = GraphIndex(model.graph)

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from qwen3_rerank import score_graph
+from qwen3_rerank import score_graph_build as score_graph
 
 ROWS, K, N = 24, 256, 64
 

@@ -23,6 +23,7 @@ import pytest
 import qwen3_rerank
 from qwen3_rerank import Reranker
 from qwen3_rerank import score_graph as sg
+from qwen3_rerank import score_graph_build as sgb
 from qwen3_rerank.cli.main import main as cli_main
 from qwen3_rerank.engine import OnnxEngine
 from qwen3_rerank.files import resolve_model
@@ -42,6 +43,7 @@ from pathlib import Path
 
 folder, mode, cache, start, wait = sys.argv[1:6]
 import qwen3_rerank.score_graph as sg
+import qwen3_rerank.score_graph_build as sgb
 from qwen3_rerank import Reranker
 
 sg.LOCK_WAIT_S = float(wait)
@@ -53,8 +55,8 @@ if kill_at >= 0:  # SIGKILL this process right after step KILL_AT of the write (
         real_os.kill(real_os.getpid(), signal.SIGKILL)
 
     if kill_at == 0:
-        write = sg._write_model
-        sg._write_model = lambda *a, **k: (write(*a, **k), die())
+        write = sgb._write_model
+        sgb._write_model = lambda *a, **k: (write(*a, **k), die())
     else:
         steps = [0]
 
@@ -267,7 +269,7 @@ def test_full_disk_warns_once_and_scores_with_the_full_graph(
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(sg, "_write_model", no_space)
+    monkeypatch.setattr(sgb, "_write_model", no_space)
     cache = tmp_path / "cache"
     files, tok = _ids(model_copy)
     with caplog.at_level(logging.WARNING, logger="qwen3_rerank"):
