@@ -137,3 +137,25 @@ def test_whitelisted_session_options_reach_the_session(tiny_model_dir, tmp_path)
     assert options.get_session_config_entry("session.disable_prepacking") == "1"
     assert optimized.is_file()
     assert np.isfinite(rr.score(QUERY, DOCS[:2])).all()
+
+
+def test_a_score_graph_that_does_not_load_falls_back_to_the_full_graph(model_copy, monkeypatch, caplog):
+    """A score graph ONNX Runtime refuses costs speed, not the model: one warning, full graph."""
+    import logging
+
+    import qwen3_rerank.reranker as reranker_module
+
+    broken = model_copy / "onnx" / "broken.score.onnx"
+    broken.write_bytes(b"not a protobuf")
+    monkeypatch.setattr(reranker_module, "score_graph_for", lambda *a, **k: ScoreGraph(path=broken))
+    with caplog.at_level(logging.WARNING, logger="qwen3_rerank"):
+        reranker = Reranker.from_pretrained(model_copy, dtype="fp32", threads=2)
+    assert not reranker.engine.is_score_graph
+    assert any("its score graph does not load" in r.getMessage() for r in caplog.records)
+    plain = Reranker.from_pretrained(model_copy, dtype="fp32", threads=2, score_graph=False)
+    np.testing.assert_allclose(
+        reranker.score("What is the capital of France?", ["Paris.", "Berlin."], raw=True),
+        plain.score("What is the capital of France?", ["Paris.", "Berlin."], raw=True),
+        rtol=0,
+        atol=1e-6,
+    )

@@ -13,10 +13,11 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from .chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, ChunkingOptions
 from .engine import OnnxEngine
-from .errors import InputError
+from .errors import InputError, ModelLoadError
 from .files import DEFAULT_DTYPE, DEFAULT_MODEL, ModelFiles, resolve_model
 from .model_runner import ModelRunner, tqdm_progress
 from .prebuild import score_graph_for
@@ -176,14 +177,24 @@ class Reranker:
             graph = score_graph_for(
                 files, tokenizer, activations=q8_activations, head=yes_no_head, cache=score_graph_cache
             )
-        engine = OnnxEngine(
-            graph or files.onnx,
-            config=files.config,
-            device=device,
-            providers=providers,
-            threads=threads,
-            session_options=session_options,
-        )
+        engine_options: dict[str, Any] = {
+            "config": files.config,
+            "device": device,
+            "providers": providers,
+            "threads": threads,
+            "session_options": session_options,
+        }
+        try:
+            engine = OnnxEngine(graph or files.onnx, **engine_options)
+        except ModelLoadError as exc:
+            if graph is None:
+                raise
+            # A score graph ONNX Runtime refuses (an op layout the builder did not foresee) must
+            # not cost the user the model: the published graph gives the same numbers, slower.
+            log.warning(
+                "qwen3-rerank: using the full graph of %s: its score graph does not load (%s)", files.onnx.name, exc
+            )
+            engine = OnnxEngine(files.onnx, **engine_options)
         return cls(
             engine,
             tokenizer,

@@ -700,6 +700,9 @@ def _build_in_cache(
             try:
                 _write_record(_sidecar(graph), meta)
                 _fsync(tmp)
+                if _cached_entry(cache, key, yes_id, no_id, activations, head) is not None:
+                    return entry / _CACHE_GRAPH  # a parallel builder finished first: keep its entry,
+                    # which other processes may be loading, and drop ours (removed below)
                 _commit_entry(tmp, entry)
                 _fsync(cache)
             except OSError as exc:
@@ -712,8 +715,8 @@ def _build_in_cache(
 
 
 def _commit_entry(tmp: Path, entry: Path) -> None:
-    """Rename the finished folder ``tmp`` to ``entry``; an entry already there (another process's
-    build of the same key, or a damaged one) is moved aside first and removed."""
+    """Rename the finished folder ``tmp`` to ``entry``; an entry already there (a damaged one: the
+    caller keeps a valid one) is moved aside first and removed."""
     try:
         os.rename(tmp, entry)
         return

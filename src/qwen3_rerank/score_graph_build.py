@@ -528,11 +528,15 @@ def _float32_attention(graph: onnx.GraphProto) -> int:
     for node in graph.node:
         if node.op_type == "Constant" or (node.input and all(not i or i in constant for i in node.input)):
             constant.update(node.output)
+    types = _element_types(graph)
     nodes: list[onnx.NodeProto] = []
     count = 0
     for k, node in enumerate(graph.node):
         dynamic = [i for i in node.input if i and i not in constant]
-        if not ((node.op_type == "MatMul" and len(dynamic) == 2) or (node.op_type == "Softmax" and len(dynamic) == 1)):
+        wanted = (node.op_type == "MatMul" and len(dynamic) == 2) or (node.op_type == "Softmax" and len(dynamic) == 1)
+        # only float16 nodes: a float32 island of a float16 file (rotary angles, an upcast softmax)
+        # stays as it is, and a node whose input type cannot be told is left alone
+        if not wanted or any(types.get(i) != TensorProto.FLOAT16 for i in node.input if i):
             nodes.append(node)
             continue
         p = f"score.attn32.{k}"
@@ -547,6 +551,49 @@ def _float32_attention(graph: onnx.GraphProto) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     return count
+
+
+#: Ops whose outputs have one fixed element type, whatever their inputs.
+_INT64_OUTPUT_OPS = {"Shape", "Size", "ArgMax", "ArgMin", "NonZero"}
+_BOOL_OUTPUT_OPS = {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsNaN"}
+
+
+def _element_types(graph: onnx.GraphProto) -> dict[str, int]:
+    """Element type of each tensor of ``graph`` that a simple forward pass can tell.
+
+    ONNX's own shape inference stops at the contrib ops these graphs hold (ONNX Runtime's fused
+    norms), so this reads the types the way the graph states them: inputs, initializers,
+    ``Constant`` and ``Cast``, the ops with a fixed output type, ``Where`` (its value inputs), and
+    otherwise the type of the first input whose type is known.
+    """
+    from onnx import TensorProto
+
+    types: dict[str, int] = {t.name: t.data_type for t in graph.initializer}
+    for value in graph.input:
+        if value.type.HasField("tensor_type"):
+            types[value.name] = value.type.tensor_type.elem_type
+    for node in graph.node:
+        out_type: int | None
+        if node.op_type == "Cast":
+            out_type = int(attribute(node, "to", 0)) or None
+        elif node.op_type == "Constant":
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            out_type = value.data_type if value is not None else None
+        elif node.op_type in _INT64_OUTPUT_OPS:
+            out_type = TensorProto.INT64
+        elif node.op_type in _BOOL_OUTPUT_OPS:
+            out_type = TensorProto.BOOL
+        elif node.op_type == "Where":
+            out_type = types.get(node.input[1]) or types.get(node.input[2])
+        else:
+            out_type = next((types[i] for i in node.input if i in types), None)
+        if out_type:
+            for out in node.output[:1] if node.op_type.endswith("LayerNormalization") else node.output:
+                if out:
+                    types[out] = out_type
+        if node.op_type.endswith("LayerNormalization") and len(node.output) > 3 and node.output[3] and out_type:
+            types[node.output[3]] = out_type  # the skip-sum output has the input's type too
+    return types
 
 
 def _inline_escaping_external_data(graph: onnx.GraphProto, base_dir: Path, target_dir: Path) -> None:
@@ -744,6 +791,11 @@ def _shift_weights_to_uint8(
     """
     weight = g.constant(matmul.input[1], base_dir)
     if weight is None or weight.dtype != np.int8:
+        if weight is None or weight.dtype != np.uint8:  # uint8 weights already take the u8×u8 kernel
+            log.warning(
+                "qwen3-rerank: %s's weights are not a constant int8 tensor; its products stay u8×s8",
+                matmul.name or matmul.output[0],
+            )
         return
     wzero = g.constant(matmul.input[3], base_dir) if len(matmul.input) > 3 and matmul.input[3] else None
     shifted_zero = (np.zeros((), np.int16) if wzero is None else wzero.astype(np.int16)) + 128
@@ -787,8 +839,11 @@ def _requantize_activations(model: onnx.ModelProto, mode: str, base_dir: Path) -
             continue
         quantized, scale, zero = node.output
         users = g.consumers.get(quantized, [])
-        if not users or any(u.op_type != "MatMulInteger" or u.input[0] != quantized for u in users):
-            continue
+        if not users or any(
+            u.op_type != "MatMulInteger" or u.input[0] != quantized or len(u.input) < 3 or u.input[2] != zero
+            for u in users
+        ):
+            continue  # not the quantize_dynamic pattern (the zero point must be the one we replace)
         x = node.input[0]
         if mode in ("row", "row-u8"):
             p = f"score.rowq.{k}"

@@ -120,7 +120,10 @@ class ModelWatch:
             except OSError:
                 continue
             start = Identity.of(os.fstat(fd))
-            is_mapped = mapped is None or (os.major(start.device), os.minor(start.device), start.inode) in mapped
+            # Matched by inode alone: on btrfs subvolumes and some overlayfs mounts the device that
+            # stat reports is not the one /proc/self/maps shows, and a mapped file taken for an
+            # unmapped one would let an in-place overwrite pass as harmless.
+            is_mapped = mapped is None or start.inode in {inode for _major, _minor, inode in mapped}
             self._files.append((path, fd, start, is_mapped))
         self._warned: set[tuple[Path, str]] = set()
         #: why answers can no longer be trusted; None while they can
