@@ -192,9 +192,14 @@ def cached_score_graph(
     """
     activations = resolve_activations(activations)
     if (activations, head) != _UNTAGGED:  # a float source's graph is shared by every option
-        shared = cached_score_graph(source, yes_id, no_id, activations=_UNTAGGED[0], head=_UNTAGGED[1])
+        shared = _cached_beside(source, yes_id, no_id, *_UNTAGGED)
         if shared is not None and score_graph_record(shared).get("quantized") is False:
             return shared
+    return _cached_beside(source, yes_id, no_id, activations, head)
+
+
+def _cached_beside(source: Path, yes_id: int, no_id: int, activations: str, head: str) -> Path | None:
+    """The score graph beside ``source`` for exactly these (resolved) options, if it is current."""
     target = score_graph_path(source, activations, head)
     meta = score_graph_record(target)
     if not meta or not _record_matches(meta, target, yes_id, no_id, activations, head):
@@ -372,8 +377,8 @@ def ensure_score_graph(
         return keys[options]
 
     def find(options: tuple[str, str]) -> Path | None:
-        if not into_cache:
-            beside = cached_score_graph(source, yes_id, no_id, activations=options[0], head=options[1])
+        if not into_cache:  # the exact file: the float-source rule below is applied once, here
+            beside = _cached_beside(source, yes_id, no_id, *options)
             if beside is not None:
                 return beside
         if not cache_dir.is_dir():

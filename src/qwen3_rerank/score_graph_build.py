@@ -798,11 +798,19 @@ def _shift_weights_to_uint8(
             )
         return
     wzero = g.constant(matmul.input[3], base_dir) if len(matmul.input) > 3 and matmul.input[3] else None
-    shifted_zero = (np.zeros((), np.int16) if wzero is None else wzero.astype(np.int16)) + 128
-    matmul.input[1] = const(f"{prefix}.weight_u8", (weight.astype(np.int16) + 128).astype(np.uint8))
+    weight_u8, zero_u8 = _int8_as_uint8(weight, wzero)
+    matmul.input[1] = const(f"{prefix}.weight_u8", weight_u8)
     while len(matmul.input) < 4:
         matmul.input.append("")
-    matmul.input[3] = const(f"{prefix}.weight_zero_u8", shifted_zero.astype(np.uint8))
+    matmul.input[3] = const(f"{prefix}.weight_zero_u8", zero_u8)
+
+
+def _int8_as_uint8(weight: Array, zero: Array | None) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """The same int8 weights as uint8 codes and zero point(s): value + 128, zero point + 128 (0 when
+    there is none), so that (code - zero) is unchanged and the products are exactly the same."""
+    codes = (weight.astype(np.int16) + 128).astype(np.uint8)
+    shifted_zero = ((np.zeros((), np.int16) if zero is None else zero.astype(np.int16)) + 128).astype(np.uint8)
+    return codes, shifted_zero
 
 
 # -- per-row activation quantisation of dynamic-int8 graphs ------------------------------------------
@@ -887,12 +895,11 @@ def _requantize_activations(model: onnx.ModelProto, mode: str, base_dir: Path) -
         for j, (_user, final, weight, wscale, wzero) in enumerate(plans):
             kdim, n = weight.shape
             blocks = -(-kdim // NBITS8_BLOCK)
-            zero_col = np.broadcast_to(
-                (np.zeros(1, np.int16) if wzero is None else wzero.astype(np.int16)) + 128, (n,)
-            ).astype(np.uint8)
+            weight_u8, zero_u8 = _int8_as_uint8(weight, wzero)
+            zero_col = np.broadcast_to(zero_u8, (n,))
             codes = np.empty((n, blocks * NBITS8_BLOCK), np.uint8)
             codes[:] = zero_col[:, None]  # padding past K dequantises to 0
-            codes[:, :kdim] = (weight.astype(np.int16) + 128).T.astype(np.uint8)
+            codes[:, :kdim] = weight_u8.T
             scales = np.broadcast_to(np.asarray(wscale, np.float32), (n,))
             p = f"score.q8n.{k}.{j}"
             replace[final.output[0]] = [
