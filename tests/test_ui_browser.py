@@ -95,8 +95,8 @@ def browser() -> Iterator[Any]:
     try:
         driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
     except WebDriverException as exc:
-        first_line = (exc.msg or str(exc)).strip().splitlines()[0] if (exc.msg or str(exc)).strip() else repr(exc)
-        pytest.skip(f"Chromium ({binary}, {driver_path}) could not be started: {first_line}")
+        why = (exc.msg or str(exc)).strip().splitlines() or [repr(exc)]
+        pytest.skip(f"Chromium ({binary}, {driver_path}) could not be started: {why[0]}")
     driver.set_script_timeout(WAIT_S)
     try:
         yield driver
