@@ -160,7 +160,28 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         help="allow browser calls from this origin (repeat; '*' for any); default: CORS off "
         "[env QWEN3_RERANK_CORS_ORIGINS, comma-separated]",
     )
+    serve.add_argument(
+        "--no-ui",
+        action="store_true",
+        help="do not serve the browser page at / (then / is a 404) [env QWEN3_RERANK_NO_UI=1]",
+    )
     serve.set_defaults(handler=_cmd_serve)
+
+
+def _env_switch(name: str, environ: dict[str, str] | None) -> bool:
+    """A yes/no environment variable: 1, true, yes, on or 0, false, no, off (any case); unset: no.
+
+    Raises:
+        UsageError: any other value.
+    """
+    value = env(name, environ)
+    if value is None:
+        return False
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"QWEN3_RERANK_{name}: expected 1, true, yes, on, 0, false, no or off, got {value!r}")
 
 
 def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> tuple[ServerSettings, dict[str, Any]]:
@@ -176,7 +197,8 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
 
     Raises:
         UsageError: a value that is not a number where one is needed, out of range, or not one of
-            the choices (dtype, template, log level), or an empty API key.
+            the choices (dtype, template, log level), an empty API key, or a ``QWEN3_RERANK_NO_UI``
+            that is not a yes or a no.
     """
     # One value per row of _OPTIONS, of the type that row gives: checked there, not here.
     values: dict[str, Any] = {}
@@ -193,6 +215,7 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
     if any(not key.strip() for key in api_keys):
         raise UsageError("--api-key: an API key must not be empty")
     cors = tuple(args.cors_origin) if args.cors_origin else split_list(env("CORS_ORIGINS", environ))
+    no_ui = bool(args.no_ui) or _env_switch("NO_UI", environ)
     model = values["model"] or DEFAULT_MODEL
     if values["dtype"] not in DTYPES:
         raise UsageError(f"unknown dtype {values['dtype']!r}; choose one of: {', '.join(DTYPES)}")
@@ -218,6 +241,7 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
         timeout_keep_alive=values["timeout_keep_alive"],
         max_header_bytes=values["max_header_bytes"],
         log_level=values["log_level"].lower(),
+        ui=not no_ui,
     )
     model_options = {
         "model": model,

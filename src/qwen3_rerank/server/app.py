@@ -3,7 +3,8 @@
 The request path follows text-embeddings-inference's split: routes (:mod:`.routes`, HTTP in and
 out) → infer (:mod:`.infer`: admission permit, tokenizing, timeout) → queue (:mod:`.queue`:
 FIFO batches under a token budget) → worker (:mod:`.worker`: the model, one step at a time).
-This module only wires them: state, lifespan (warm-up, drain), error handlers, middleware.
+This module only wires them: state, lifespan (warm-up, drain), error handlers, middleware, and
+the browser page (:mod:`.ui`, unless ``--no-ui``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .model import RerankModel
 from .routes import router
 from .settings import ServerSettings
 from .state import ServerState
+from .ui import router as ui_router
 
 __all__ = ["REQUEST_ID_HEADER", "create_app"]
 
@@ -46,6 +48,8 @@ def create_app(settings: ServerSettings, reranker: RerankModel) -> FastAPI:
     app.state.server = state
     install_error_handlers(app)
     app.include_router(router)
+    if settings.ui:
+        app.include_router(ui_router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

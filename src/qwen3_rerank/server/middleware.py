@@ -29,6 +29,7 @@ REQUEST_ID_HEADER = "x-request-id"
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 #: paths the request metrics name; any other is counted as "other" (bounded label values)
 _ENDPOINTS = {
+    "/",
     "/v1/rerank",
     "/v2/rerank",
     "/rerank",

@@ -50,6 +50,8 @@ class ServerSettings:
     #: largest request line plus headers (h11's max incomplete event size); larger: 400
     max_header_bytes: int = 16 * 1024
     log_level: str = "info"
+    #: serve the browser page at ``GET /`` (``--no-ui``: off, and ``/`` is a 404)
+    ui: bool = True
 
     def __post_init__(self) -> None:
         for name in (
