@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from .. import __version__
+from .._extras import require
 from ..request_builder import ScoringRequest
 from .settings import ServerSettings
 
@@ -45,7 +46,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qwen3_rerank.server")
 
-OTEL_EXTRA_HINT = "tracing (--otlp-endpoint) needs the 'otel' extra: pip install 'qwen3-rerank[otel]'"
+#: what needs the ``otel`` extra, for :class:`~qwen3_rerank._extras.MissingExtraError`'s message
+_FEATURE = "tracing (--otlp-endpoint)"
+#: the OTLP exporter module of each protocol
+_EXPORTERS = {
+    "grpc": "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+    "http/protobuf": "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+}
 #: the routes whose requests are traced (each is its own ``http.route``: no path parameters)
 TRACED_ROUTES = frozenset({"/rerank", "/v1/rerank", "/v2/rerank", "/score", "/v1/score"})
 #: the path an OTLP/HTTP collector takes traces on, added to a base URL (as ``OTEL_EXPORTER_OTLP_ENDPOINT``)
@@ -54,10 +61,6 @@ OTLP_HTTP_TRACES_PATH = "/v1/traces"
 _NULL_CONTEXT: AbstractContextManager[None] = nullcontext()
 #: one id per model step, unique in the process (a step's spans in several requests' traces share it)
 _batch_ids = itertools.count(1)
-
-
-class TracingUnavailable(RuntimeError):
-    """Tracing was asked for, but the ``otel`` extra (OpenTelemetry's SDK and exporter) is not installed."""
 
 
 def model_name(settings: ServerSettings) -> str:
@@ -286,7 +289,7 @@ class Tracing:
         """The tracing ``settings`` ask for: None without an endpoint, else an OTLP exporter's.
 
         Raises:
-            TracingUnavailable: an endpoint is set but the ``otel`` extra is not installed.
+            MissingExtraError: an endpoint is set but the ``otel`` extra is not installed.
         """
         if settings.otlp_endpoint is None:
             return None
@@ -349,21 +352,18 @@ def exporter_endpoint(endpoint: str, protocol: str) -> str:
 
 
 def check_available(protocol: str) -> None:
-    """Raise :class:`TracingUnavailable` unless the SDK and the ``protocol``'s exporter can be imported."""
+    """Import the SDK and the ``protocol``'s exporter (``serve`` asks before it loads the model).
+
+    Raises:
+        MissingExtraError: the ``otel`` extra is not installed (a :class:`~qwen3_rerank.RerankError`:
+            the CLI prints it as one line).
+    """
     _exporter_class(protocol)
 
 
 def _exporter_class(protocol: str) -> Any:
-    try:
-        import opentelemetry.sdk.trace  # noqa: F401
-
-        if protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
-    except ImportError as exc:
-        raise TracingUnavailable(f"{OTEL_EXTRA_HINT} (cannot import {exc.name or exc})") from None
-    return OTLPSpanExporter
+    require("opentelemetry.sdk.trace", "otel", _FEATURE)
+    return require(_EXPORTERS[protocol], "otel", _FEATURE).OTLPSpanExporter
 
 
 def otlp_provider(endpoint: str, protocol: str, service_name: str) -> Any:
@@ -373,7 +373,7 @@ def otlp_provider(endpoint: str, protocol: str, service_name: str) -> Any:
     ``OTEL_RESOURCE_ATTRIBUTES`` adds to the resource.
 
     Raises:
-        TracingUnavailable: the ``otel`` extra is not installed.
+        MissingExtraError: the ``otel`` extra is not installed.
     """
     exporter_class = _exporter_class(protocol)
     from opentelemetry.sdk.resources import Resource
