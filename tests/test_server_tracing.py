@@ -185,7 +185,7 @@ def test_a_model_step_shared_by_two_requests_is_a_model_span_in_each_trace():
             model.gate.release(2)
             responses = await asyncio.gather(blocker, first, second)
             assert [r.status_code for r in responses] == [200, 200, 200]
-        assert model.steps[-2:] == [["blocker"], ["first", "second"]]
+        assert model.steps[-2] == ["blocker"] and sorted(model.steps[-1]) == ["first", "second"]  # either order
         spans = exporter.get_finished_spans()
         servers = {span.context.span_id: span for span in spans if span.kind is SpanKind.SERVER}
         assert len(servers) == 3, tree(spans)
