@@ -15,7 +15,7 @@ from typing import Any
 from ..files import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES
 from ..prompt import DEFAULT_TEMPLATE, TEMPLATES
 from ..reranker import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_LENGTH
-from ..server.settings import ServerSettings, env, split_list
+from ..server.settings import OTLP_PROTOCOLS, ServerSettings, env, otlp_endpoint_problem, split_list
 from .options import Parser, UsageError
 
 SERVER_EXTRA_HINT = "the server needs the 'server' extra: pip install 'qwen3-rerank[server]'"
@@ -113,6 +113,28 @@ _OPTIONS: list[tuple[str, str, type[str] | str, str | int | float | None, str]] 
         f"(default: {DEFAULT_TEMPLATE})",
     ),
     ("--log-level", "LOG_LEVEL", str, "info", "debug, info, warning or error (default: info)"),
+    (
+        "--otlp-endpoint",
+        "OTLP_ENDPOINT",
+        str,
+        None,
+        "send OpenTelemetry traces of the requests to this OTLP collector, e.g. http://localhost:4317 "
+        "(needs the 'otel' extra; default: no tracing)",
+    ),
+    (
+        "--otlp-protocol",
+        "OTLP_PROTOCOL",
+        str,
+        "grpc",
+        f"how traces reach the collector: {' or '.join(OTLP_PROTOCOLS)} (default: grpc)",
+    ),
+    (
+        "--otlp-service-name",
+        "OTLP_SERVICE_NAME",
+        str,
+        "qwen3-rerank",
+        "the service.name of the traces (default: qwen3-rerank)",
+    ),
 ]
 
 
@@ -197,8 +219,8 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
 
     Raises:
         UsageError: a value that is not a number where one is needed, out of range, or not one of
-            the choices (dtype, template, log level), an empty API key, or a ``QWEN3_RERANK_NO_UI``
-            that is not a yes or a no.
+            the choices (dtype, template, log level, OTLP protocol), an empty API key, an OTLP
+            endpoint that is not an http(s) URL, or a ``QWEN3_RERANK_NO_UI`` that is not a yes or a no.
     """
     # One value per row of _OPTIONS, of the type that row gives: checked there, not here.
     values: dict[str, Any] = {}
@@ -223,6 +245,12 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
         raise UsageError(f"unknown prompt template {values['template']!r}; choose one of: {', '.join(TEMPLATES)}")
     if values["log_level"].lower() not in ("debug", "info", "warning", "error", "critical"):
         raise UsageError(f"unknown log level {values['log_level']!r}")
+    if values["otlp_protocol"] not in OTLP_PROTOCOLS:
+        raise UsageError(
+            f"unknown OTLP protocol {values['otlp_protocol']!r}; choose one of: {', '.join(OTLP_PROTOCOLS)}"
+        )
+    if values["otlp_endpoint"] is not None and (problem := otlp_endpoint_problem(values["otlp_endpoint"])):
+        raise UsageError(f"--otlp-endpoint: {problem}")
     name = values["served_model_name"] or (Path(model).name if Path(model).exists() else model)
     settings = ServerSettings(
         model_name=name,
@@ -242,6 +270,9 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
         max_header_bytes=values["max_header_bytes"],
         log_level=values["log_level"].lower(),
         ui=not no_ui,
+        otlp_endpoint=values["otlp_endpoint"],
+        otlp_protocol=values["otlp_protocol"],
+        otlp_service_name=values["otlp_service_name"],
     )
     model_options = {
         "model": model,
@@ -264,6 +295,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401
     except ImportError:
         raise UsageError(SERVER_EXTRA_HINT) from None
+    if settings.otlp_endpoint is not None:  # the otel extra: checked before the model loads (minutes)
+        from ..server.tracing import check_available
+
+        check_available(settings.otlp_protocol)
 
     from ..reranker import Reranker
     from ..server import logs

@@ -21,6 +21,7 @@ from .model import RerankModel
 from .routes import router
 from .settings import ServerSettings
 from .state import ServerState
+from .tracing import Tracing
 from .ui import router as ui_router
 
 __all__ = ["REQUEST_ID_HEADER", "create_app"]
@@ -35,8 +36,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await state.stop()
 
 
-def create_app(settings: ServerSettings, reranker: RerankModel) -> FastAPI:
-    """The server's ASGI app for a loaded model (its :class:`ServerState` is ``app.state.server``)."""
+def create_app(settings: ServerSettings, reranker: RerankModel, *, tracing: Tracing | None = None) -> FastAPI:
+    """The server's ASGI app for a loaded model (its :class:`ServerState` is ``app.state.server``).
+
+    ``tracing``: where the request spans go; default: the OTLP exporter ``settings`` name, if any
+    (:meth:`Tracing.from_settings`).
+    """
     app = FastAPI(
         title="qwen3-rerank",
         version=__version__,
@@ -44,7 +49,7 @@ def create_app(settings: ServerSettings, reranker: RerankModel) -> FastAPI:
         "and text-embeddings-inference (`/rerank`) rerank APIs, and vLLM's score API (`/score`).",
         lifespan=lifespan,
     )
-    state = ServerState(settings, reranker)
+    state = ServerState(settings, reranker, tracing if tracing is not None else Tracing.from_settings(settings))
     app.state.server = state
     install_error_handlers(app)
     app.include_router(router)

@@ -29,6 +29,7 @@ from ..errors import InputError, RerankError
 from ..request_builder import ScoringRequest
 from ..results import ScoredDocument
 from ..truncation import Truncation
+from . import tracing
 from .admission import Admission
 from .api_errors import ApiError
 from .model import RerankModel
@@ -244,11 +245,15 @@ class Infer:
         raise ClientGone
 
     async def _prepare_and_score(self, groups: Sequence[RerankParams], attempt: _Attempt | None = None) -> list[Scored]:
-        requests = await asyncio.to_thread(prepare_all, self.model, groups)
+        trace = tracing.current()
+        with trace.tokenizing():
+            requests = await asyncio.to_thread(prepare_all, self.model, groups)
+            trace.tokenized(requests)
         entries: list[Entry] = []
         try:
             for request, params in zip(requests, groups, strict=True):
                 entries.append(self.queue.put(request, raw=params.raw))  # QueueClosed once the server is stopping
+                trace.queued(entries[-1])
                 if attempt is not None:
                     attempt.entries = entries
             if not self.worker.running:  # a bug, not the client's: 500 rather than a wait for the timeout

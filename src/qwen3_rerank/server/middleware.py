@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from . import logs
+from . import logs, tracing
 from .state import ServerState
 
 log = logging.getLogger("qwen3_rerank.server")
@@ -46,7 +46,8 @@ _ENDPOINTS = {
 
 class RequestContextMiddleware:
     """Pure ASGI: request id (header in, header out, in every log line), body-size limit (413),
-    one access-log line and the request metrics for every HTTP request."""
+    one access-log line and the request metrics for every HTTP request, and the server span of
+    each scoring request when tracing is on (:mod:`.tracing`)."""
 
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
         self.app = app
@@ -63,22 +64,29 @@ class RequestContextMiddleware:
         endpoint = path if path in _ENDPOINTS else "other"
         started = time.perf_counter()
         status_holder = {"status": 500}
+        tracer = self.state.tracing
+        trace = tracer.start_request(scope, path) if tracer is not None and path in tracing.TRACED_ROUTES else None
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                if trace is not None:
+                    trace.response_started()
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER.encode()]
                 headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
-            limited = await self._limit_body(scope, receive, send_with_id)
-            if limited is not None:
-                await self.app(scope, limited, send_with_id)
+            with tracing.activated(trace):
+                limited = await self._limit_body(scope, receive, send_with_id)
+                if limited is not None:
+                    await self.app(scope, limited, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             status = status_holder["status"]
+            if trace is not None:
+                trace.end(status)
             metrics = self.state.metrics
             metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
             metrics.latency.labels(endpoint=endpoint).observe(elapsed)

@@ -17,9 +17,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..request_builder import ScoringRequest
 from ..results import ScoredDocument
+
+if TYPE_CHECKING:
+    from .tracing import EntryTrace
 
 
 class QueueClosed(Exception):
@@ -38,6 +42,8 @@ class Entry:
     gone: threading.Event = field(default_factory=threading.Event)
     #: taken by :meth:`RequestQueue.next_batch` for a model step (no longer droppable)
     started: bool = False
+    #: its spans, when its request is traced (:mod:`.tracing`)
+    trace: EntryTrace | None = None
 
     def __post_init__(self) -> None:
         self.future.add_done_callback(lambda future: self.gone.set() if future.cancelled() else None)

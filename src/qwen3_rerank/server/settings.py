@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "QWEN3_RERANK_"
+#: the OTLP transports the ``otel`` extra brings (names as in ``OTEL_EXPORTER_OTLP_PROTOCOL``)
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
 
 
 @dataclass(frozen=True)
@@ -18,8 +21,9 @@ class ServerSettings:
     """What the HTTP layer and the batcher need to know (the model is loaded separately).
 
     Raises:
-        ValueError: a count or size is below 1, ``request_timeout`` is not positive, or
-            ``max_batch_wait`` is negative.
+        ValueError: a count or size is below 1, ``request_timeout`` is not positive,
+            ``max_batch_wait`` is negative, ``otlp_protocol`` is not one of :data:`OTLP_PROTOCOLS`,
+            or ``otlp_endpoint`` is not an http(s) URL.
     """
 
     #: name the API reports as ``model`` (default: the model folder's name or the Hub id)
@@ -52,6 +56,12 @@ class ServerSettings:
     log_level: str = "info"
     #: serve the browser page at ``GET /`` (``--no-ui``: off, and ``/`` is a 404)
     ui: bool = True
+    #: OTLP collector to send traces to (e.g. ``http://localhost:4317``); None: tracing off
+    otlp_endpoint: str | None = None
+    #: how traces travel to it: "grpc" (TEI's choice, port 4317) or "http/protobuf" (port 4318)
+    otlp_protocol: str = "grpc"
+    #: the ``service.name`` the traces carry
+    otlp_service_name: str = "qwen3-rerank"
 
     def __post_init__(self) -> None:
         for name in (
@@ -70,6 +80,10 @@ class ServerSettings:
             raise ValueError("request_timeout must be positive")
         if self.max_batch_wait < 0:
             raise ValueError("max_batch_wait must not be negative")
+        if self.otlp_protocol not in OTLP_PROTOCOLS:
+            raise ValueError(f"otlp_protocol must be one of: {', '.join(OTLP_PROTOCOLS)}")
+        if self.otlp_endpoint is not None and (problem := otlp_endpoint_problem(self.otlp_endpoint)):
+            raise ValueError(f"otlp_endpoint: {problem}")
 
     def public(self) -> dict[str, object]:
         """The settings without secrets (for the start-up log line).
@@ -80,6 +94,22 @@ class ServerSettings:
         data: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "api_keys"}
         data["api_keys"] = len(self.api_keys)
         return data
+
+
+def otlp_endpoint_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as an OTLP collector's address, or None.
+
+    A URL with a scheme, for both protocols: ``http://`` is plain text (for gRPC too) and
+    ``https://`` TLS, so the transport's security is never guessed from a bare ``host:port``.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError as exc:
+        return f"{url!r} is not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"expected an http:// or https:// URL such as http://localhost:4317, got {url!r}"
+    return None
 
 
 def env(name: str, environ: Mapping[str, str] | None = None) -> str | None:

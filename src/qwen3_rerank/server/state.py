@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from . import tracing
 from .admission import Admission
 from .api_errors import ApiError
 from .infer import Infer, RerankParams, Scored
@@ -18,6 +19,7 @@ from .model import RerankModel
 from .model_watch import ModelWatch
 from .request_queue import RequestQueue
 from .settings import ServerSettings
+from .tracing import Tracing
 from .worker import Worker
 
 log = logging.getLogger("qwen3_rerank.server")
@@ -29,11 +31,13 @@ class ServerState:
     Args:
         settings: the server's resolved settings.
         model: the loaded reranker (or, in tests, a fake with the same calls).
+        tracing: the request spans' tracer (:mod:`.tracing`); None: requests are not traced.
     """
 
-    def __init__(self, settings: ServerSettings, model: RerankModel) -> None:
+    def __init__(self, settings: ServerSettings, model: RerankModel, tracing: Tracing | None = None) -> None:
         self.settings = settings
         self.model = model
+        self.tracing = tracing
         self.metrics = Metrics()
         self.admission = Admission(settings.max_queued_requests, self.metrics.queue_depth)
         self.queue = RequestQueue()
@@ -68,6 +72,8 @@ class ServerState:
         await self.worker.stop()
         if self.watch is not None:
             self.watch.close()
+        if self.tracing is not None:  # after the worker: the last requests' spans go out too
+            self.tracing.shutdown()
 
     def model_failure(self) -> str | None:
         """Why the loaded model can no longer be trusted (a weight file overwritten in place), or None.
@@ -91,8 +97,12 @@ class ServerState:
         if not self.ready or self.draining:
             raise ApiError(503, "unavailable", "the model is not ready", {"Retry-After": "1"})
         documents = sum(len(params.texts) for params in groups)
+        trace = tracing.current()
+        trace.scoring(tracing.model_name(self.settings), documents)
         if documents > self.settings.max_documents:
             raise ApiError(
                 422, "invalid_request", f"too many documents: {documents} (limit {self.settings.max_documents})"
             )
-        return await self.infer.rerank_groups(groups, client_gone)
+        scored = await self.infer.rerank_groups(groups, client_gone)
+        trace.responding()
+        return scored

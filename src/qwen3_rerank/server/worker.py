@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import RerankError, ScoringCancelled
+from . import tracing
 from .metrics import Metrics
 from .model import RerankModel
 from .model_watch import ModelChanged
@@ -83,6 +84,7 @@ class Worker:
         now = time.perf_counter()
         for entry in batch:
             self.metrics.queue_wait.observe(now - entry.enqueued)
+        tracing.dequeued(batch)
         failure = self.model_failure() if self.model_failure is not None else None
         if failure is not None:  # the weights the session reads changed: no answer rather than a wrong one
             for entry in batch:
@@ -105,6 +107,7 @@ class Worker:
             should_stop=lambda: all(entry.gone.is_set() for entry in group),  # asked on the model thread
         )
         unscored = 0
+        traced = tracing.start_model_step(group, raw=raw)  # None unless a request of the group is traced
         try:
             scores = await loop.run_in_executor(self._executor, call)
             error: Exception | None = None
@@ -121,6 +124,8 @@ class Worker:
         except Exception:  # logged with its traceback here; the client gets a generic 500
             log.exception("model step failed for %d request(s)", len(group))
             scores, error = [], WorkerError("the model failed on this batch")
+        if traced is not None:
+            traced.end(error, unscored)
         self.metrics.observe_batch(
             requests=len(group),
             documents=sum(len(entry.request) for entry in group) - unscored,
