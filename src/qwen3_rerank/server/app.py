@@ -8,7 +8,7 @@ This module only wires them: state, lifespan (warm-up, drain), error handlers, m
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -26,15 +26,16 @@ __all__ = ["REQUEST_ID_HEADER", "create_app"]
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Warm the model up before the port answers; on shutdown, score what is queued, then stop."""
+    """Warm the models up before the port answers; on shutdown, score what is queued, then stop."""
     state: ServerState = app.state.server
     await state.start()
     yield
     await state.stop()
 
 
-def create_app(settings: ServerSettings, reranker: RerankModel) -> FastAPI:
-    """The server's ASGI app for a loaded model (its :class:`ServerState` is ``app.state.server``)."""
+def create_app(settings: ServerSettings, reranker: RerankModel | Mapping[str, RerankModel]) -> FastAPI:
+    """The server's ASGI app for a loaded model, or several by name, the default first (its
+    :class:`ServerState` is ``app.state.server``)."""
     app = FastAPI(
         title="qwen3-rerank",
         version=__version__,
