@@ -53,10 +53,10 @@ class SlowReranker:
 
 def main(argv: list[str]) -> int:
     delay = float(argv[0])
-    settings, model_options = resolve(build_parser().parse_args(argv[1:]))
+    settings, specs = resolve(build_parser().parse_args(argv[1:]))
     logs.configure(settings.log_level)
-    reranker = Reranker.from_pretrained(model_options.pop("model"), **model_options)
-    return serve(settings, SlowReranker(reranker, delay))
+    models = {spec.name: SlowReranker(spec.load(), delay) for spec in specs}
+    return serve(settings, models)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def test_weights_overwritten_in_place_fail_loudly_instead_of_answering_wrong(mod
                 assert "overwritten in place" in error["message"] and "restart" in error["message"]
                 assert "retry-after" not in refused.headers  # waiting does not help: a restart does
             # What the server spares its clients: the same session, asked directly, now answers otherwise.
-            direct = state.model.score(QUERY, DOCS)
+            direct = state.default.model.score(QUERY, DOCS)
             assert direct != pytest.approx(before), "ONNX Runtime no longer reads weights through the mapping"
 
     run(scenario())
@@ -160,7 +160,7 @@ def test_queued_request_is_refused_when_weights_change_before_its_step(model_cop
     async def scenario() -> None:
         async with serving(model_copy) as (client, state):
             await scores(client)
-            real_check = state.watch.check
+            real_check = state.default.watch.check
             calls = 0
 
             def check_then_scramble() -> str | None:  # the weights change between the door and the step
@@ -172,7 +172,7 @@ def test_queued_request_is_refused_when_weights_change_before_its_step(model_cop
                     return result
                 return real_check()
 
-            state.watch.check = check_then_scramble  # type: ignore[method-assign]
+            state.default.watch.check = check_then_scramble  # type: ignore[method-assign]
             refused = await client.post("/v2/rerank", json=BODY)
             assert refused.status_code == 503 and refused.json()["error"]["type"] == "model_changed"
 

@@ -97,9 +97,9 @@ class ServerProcess:
 
     def metric(self, name: str) -> float:
         text = httpx.get(self.url + "/metrics", timeout=10).text
-        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-        assert match, f"metric {name} not found"
-        return float(match.group(1))
+        values = re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M)  # summed over labels
+        assert values, f"metric {name} not found"
+        return sum(float(v) for v in values)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -483,11 +483,11 @@ def test_settings_flags_beat_environment():
         "QWEN3_RERANK_API_KEY": "a, b",
         "QWEN3_RERANK_MAX_BATCH_WAIT_MS": "10",
     }
-    settings, model = resolve(args, environ)
+    settings, specs = resolve(args, environ)
     assert settings.max_documents == 7 and settings.request_timeout == 2.5
     assert settings.api_keys == ("a", "b") and settings.max_batch_wait == 0.01
     assert settings.host == "127.0.0.1" and settings.cors_origins == ()
-    assert model["model"] == "m"
+    assert [(spec.name, spec.source, spec.dtype) for spec in specs] == [("m", "m", "q8")]
 
 
 def test_serve_rejects_bad_settings_in_one_line(capsys):

@@ -52,7 +52,7 @@ def test_queue_limit_429_and_timeout_504():
         async with serving(model, max_queued_requests=2, request_timeout=1.0) as (client, state):
             model.delay = 2.0  # after the warm-up: every step now outlasts the timeout
             slow = [asyncio.ensure_future(client.post("/rerank", json=BODY)) for _ in range(2)]
-            await _until(lambda: state.admission.in_use == 2)
+            await _until(lambda: state.default.admission.in_use == 2)
             refused = await client.post("/rerank", json=BODY)
             assert refused.status_code == 429
             assert refused.headers["retry-after"] == "1"
@@ -60,9 +60,9 @@ def test_queue_limit_429_and_timeout_504():
             for response in await asyncio.gather(*slow):
                 assert response.status_code == 504
                 assert response.json()["error"]["type"] == "timeout"
-            assert state.admission.in_use == 0
+            assert state.default.admission.in_use == 0
             metrics = (await client.get("/metrics")).text
-            assert "qwen3_rerank_queue_depth 0.0" in metrics
+            assert 'qwen3_rerank_queue_depth{model="qwen3-reranker"} 0.0' in metrics
             assert 'qwen3_rerank_requests_total{endpoint="/rerank",status="429"} 1.0' in metrics
             model.delay = 0.0
             await _until(lambda: not model.busy.is_set())  # the step the timed-out requests were in
@@ -83,7 +83,7 @@ def test_every_answer_gives_its_permit_back():
             failed = await client.post("/rerank", json={"query": "boom", "texts": ["a"]})
             assert failed.status_code == 500 and failed.json()["error"]["type"] == "internal_error"
             assert "Traceback" not in failed.text
-            assert state.admission.in_use == 0
+            assert state.default.admission.in_use == 0
         assert model.seen()[-2:] == ["q", "boom"]  # the 422 never reached the model
 
     run(scenario())
@@ -97,7 +97,7 @@ def test_a_small_request_is_not_held_behind_a_large_one():
             blocker = asyncio.ensure_future(client.post("/rerank", json={"query": "blocker", "texts": ["a"]}))
             await _until(lambda: model.busy.is_set())
             large = asyncio.ensure_future(client.post("/rerank", json={"query": "large", "texts": ["w " * 20]}))
-            await _until(lambda: len(state.queue) == 1)  # queued behind the busy model
+            await _until(lambda: len(state.default.queue) == 1)  # queued behind the busy model
             model.delay = 0.0
             small = asyncio.ensure_future(client.post("/rerank", json={"query": "small", "texts": ["a"]}))
             responses = await asyncio.gather(blocker, large, small)

@@ -24,7 +24,7 @@ from qwen3_rerank.server.admission import Admission
 from qwen3_rerank.server.api_errors import ApiError
 from qwen3_rerank.server.app import create_app
 from qwen3_rerank.server.infer import Infer, RerankParams
-from qwen3_rerank.server.metrics import Metrics
+from qwen3_rerank.server.metrics import Metrics, ModelMetrics
 from qwen3_rerank.server.request_queue import Entry, RequestQueue
 from qwen3_rerank.server.settings import ServerSettings
 from qwen3_rerank.server.worker import Worker
@@ -86,17 +86,17 @@ def batches_of(model: FakeReranker, label: str) -> list[int]:
     return [rows for labels, rows in model.batches if label in labels]
 
 
-def cancelled(metrics: Metrics, reason: str) -> float:
-    return metrics.cancelled_requests.labels(reason=reason)._value.get()
+def cancelled(metrics: ModelMetrics, reason: str) -> float:
+    return metrics.cancelled_requests(reason)._value.get()
 
 
-def cancelled_documents(metrics: Metrics) -> float:
+def cancelled_documents(metrics: ModelMetrics) -> float:
     return metrics.cancelled_documents._value.get()
 
 
 def _infer(model: FakeReranker, timeout: float = 20.0) -> tuple[Infer, Worker, list[Entry]]:
     queue = RequestQueue()
-    worker = Worker(model, queue, Metrics(), max_batch_tokens=10_000, max_wait=0.0)
+    worker = Worker(model, queue, Metrics().for_model("m"), max_batch_tokens=10_000, max_wait=0.0)
     return Infer(model, Admission(8), queue, worker, timeout=timeout), worker, recording(queue)
 
 
@@ -228,7 +228,7 @@ def test_asgi_transport_cancels_the_handler_when_the_client_gives_up():
         app = create_app(ServerSettings(max_batch_wait=0.0), model)
         state = app.state.server
         async with app.router.lifespan_context(app):
-            entries = recording(state.queue)
+            entries = recording(state.default.queue)
             gate(model)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
@@ -243,8 +243,8 @@ def test_asgi_transport_cancels_the_handler_when_the_client_gives_up():
                 assert small.status_code == 200
                 metrics = (await client.get("/metrics")).text
         assert batches_of(model, "big") == [10] and model.steps[-2:] == [["big"], ["small"]]
-        assert 'qwen3_rerank_cancelled_requests_total{reason="disconnect"} 1.0' in metrics
-        assert "qwen3_rerank_cancelled_documents_total 290.0" in metrics
+        assert 'qwen3_rerank_cancelled_requests_total{model="qwen3-reranker",reason="disconnect"} 1.0' in metrics
+        assert 'qwen3_rerank_cancelled_documents_total{model="qwen3-reranker"} 290.0' in metrics
 
     run(scenario())
 
@@ -262,7 +262,7 @@ def test_uvicorn_client_disconnect_stops_the_scoring():
         try:
             await until(lambda: server.started or serving.done())
             port = server.servers[0].sockets[0].getsockname()[1]
-            entries = recording(state.queue)
+            entries = recording(state.default.queue)
             gate(model)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
                 big = asyncio.ensure_future(client.post("/v2/rerank", json={"query": "big", "documents": BIG}))
@@ -280,8 +280,8 @@ def test_uvicorn_client_disconnect_stops_the_scoring():
             server.should_exit = True
             await serving
         assert batches_of(model, "big") == [10] and model.steps[-2:] == [["big"], ["small"]]
-        assert 'qwen3_rerank_cancelled_requests_total{reason="disconnect"} 1.0' in metrics
-        assert "qwen3_rerank_cancelled_documents_total 290.0" in metrics
+        assert 'qwen3_rerank_cancelled_requests_total{model="qwen3-reranker",reason="disconnect"} 1.0' in metrics
+        assert 'qwen3_rerank_cancelled_documents_total{model="qwen3-reranker"} 290.0' in metrics
         # answered 499 by the handler, which learnt of the disconnect itself (not cancelled: that is a 500)
         assert 'qwen3_rerank_requests_total{endpoint="/v2/rerank",status="499"} 1.0' in metrics
 

@@ -330,13 +330,13 @@ def test_paired_score_request_times_out_whole_and_gives_its_permit_back():
                 model.delay = 1.0
                 slow = await client.post("/score", json={"text_1": ["q", "r"], "text_2": ["a", "b"]})
                 assert slow.status_code == 504 and slow.json()["error"]["type"] == "timeout"
-                assert state.admission.in_use == 0
+                assert state.default.admission.in_use == 0
                 model.delay = 0.0
                 while model.busy.is_set():
                     await asyncio.sleep(0.01)
                 ok = await client.post("/score", json={"text_1": ["q", "r s"], "text_2": ["a", "b"]})
                 assert [d["score"] for d in ok.json()["data"]] == [2.0, 3.0]  # the fake: words in the pair
-                assert len(state.queue) == 0
+                assert len(state.default.queue) == 0
 
     run(scenario())
 
@@ -350,6 +350,6 @@ def test_paired_queries_share_one_permit_and_one_model_step_and_fit_the_prompt_b
             assert response.status_code == 200, response.text
             assert [d["score"] for d in response.json()["data"]] == [4.0, 3.0, 2.0]  # the first text cut to 3 words
             assert model.steps[-1] == ["q", "r s"]  # one queue entry per distinct query, scored together
-            assert state.admission.in_use == 0
+            assert state.default.admission.in_use == 0
 
     run(scenario())

@@ -47,7 +47,7 @@ def labels(batch: list) -> list[str]:
 
 
 def test_admission_refuses_past_the_limit_with_429():
-    metrics = Metrics()
+    metrics = Metrics().for_model("m")
     admission = Admission(2, metrics.queue_depth)
     first, second = admission.try_acquire(), admission.try_acquire()
     assert admission.in_use == 2 and metrics.queue_depth._value.get() == 2
@@ -177,7 +177,7 @@ def test_closed_queue_refuses_new_entries_and_lets_the_rest_drain():
 
 def _worker(model: FakeReranker, budget: int = 100) -> tuple[RequestQueue, Worker]:
     queue = RequestQueue()
-    return queue, Worker(model, queue, Metrics(), max_batch_tokens=budget, max_wait=0.0)
+    return queue, Worker(model, queue, Metrics().for_model("m"), max_batch_tokens=budget, max_wait=0.0)
 
 
 def test_worker_batches_requests_that_arrive_while_the_model_runs():
@@ -281,7 +281,7 @@ def test_worker_waits_up_to_max_wait_to_fill_a_batch():
     async def scenario() -> None:
         model = FakeReranker()
         queue = RequestQueue()
-        worker = Worker(model, queue, Metrics(), max_batch_tokens=4, max_wait=5.0)
+        worker = Worker(model, queue, Metrics().for_model("m"), max_batch_tokens=4, max_wait=5.0)
         worker.start()
         first = queue.put(request_of(2, "first"))
         await asyncio.sleep(0.05)

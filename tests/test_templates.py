@@ -196,9 +196,9 @@ def test_serve_template_option():
     from qwen3_rerank.cli.serve import resolve
 
     args = build_parser().parse_args(["serve", "--template", "card"])
-    assert resolve(args)[1]["template"] == "card"
+    assert resolve(args)[1][0].options["template"] == "card"
     args = build_parser().parse_args(["serve"])
-    assert resolve(args, environ={"QWEN3_RERANK_TEMPLATE": "card"})[1]["template"] == "card"
-    assert resolve(args, environ={})[1]["template"] == "official"
+    assert resolve(args, environ={"QWEN3_RERANK_TEMPLATE": "card"})[1][0].options["template"] == "card"
+    assert resolve(args, environ={})[1][0].options["template"] == "official"
     with pytest.raises(UsageError, match="unknown prompt template 'chat'"):
         resolve(args, environ={"QWEN3_RERANK_TEMPLATE": "chat"})

@@ -1,4 +1,4 @@
-"""``qwen3-rerank serve``: load the model, then run the HTTP server with uvicorn.
+"""``qwen3-rerank serve``: load the model (or several), then run the HTTP server with uvicorn.
 
 Every setting is a flag and an environment variable (``QWEN3_RERANK_<NAME>``); a flag wins.
 SIGTERM (or Ctrl-C) stops accepting connections, lets the requests in flight finish and exits 0.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 from ..files import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES
@@ -17,14 +16,20 @@ from ..prompt import DEFAULT_TEMPLATE, TEMPLATES
 from ..reranker import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_LENGTH
 from ..server.settings import OTLP_PROTOCOLS, ServerSettings, env, otlp_endpoint_problem, split_list
 from .options import Parser, UsageError
+from .served_models import ModelSpec, env_specs, load_models, model_specs
 
 SERVER_EXTRA_HINT = "the server needs the 'server' extra: pip install 'qwen3-rerank[server]'"
 
 # (flag, env name, type, default, help); the default applies when neither flag nor env is set.
 # The type is ``str`` or the name of a check in :func:`_convert`.
 _OPTIONS: list[tuple[str, str, type[str] | str, str | int | float | None, str]] = [
-    ("--model", "MODEL", str, None, f"local folder or Hub repo id (default: {DEFAULT_MODEL})"),
-    ("--dtype", "DTYPE", str, DEFAULT_DTYPE, f"model variant: {', '.join(DTYPES)} (default: {DEFAULT_DTYPE})"),
+    (
+        "--dtype",
+        "DTYPE",
+        str,
+        DEFAULT_DTYPE,
+        f"model variant of a --model without :DTYPE: {', '.join(DTYPES)} (default: {DEFAULT_DTYPE})",
+    ),
     ("--device", "DEVICE", str, "cpu", "cpu, cuda or cuda:N (default: cpu)"),
     ("--threads", "THREADS", "pos_int", None, "intra-op threads (default: one per core)"),
     (
@@ -164,6 +169,15 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         description="Run the rerank server. Every option can also be set with the environment variable "
         "QWEN3_RERANK_<OPTION> (e.g. QWEN3_RERANK_MAX_DOCUMENTS); a flag wins over its variable.",
     )
+    serve.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        metavar="[NAME=]MODEL[:DTYPE]",
+        help=f"local folder or Hub repo id (default: {DEFAULT_MODEL}); repeat to serve several, each named "
+        "NAME= (requests pick one with 'model'; the first is the default) and with its own :DTYPE if given "
+        "[env QWEN3_RERANK_MODEL, comma-separated]",
+    )
     for flag, name, _kind, _default, text in _OPTIONS:
         serve.add_argument(flag, default=None, metavar=name, help=f"{text} [env QWEN3_RERANK_{name}]")
     serve.add_argument(
@@ -206,21 +220,22 @@ def _env_switch(name: str, environ: dict[str, str] | None) -> bool:
     raise UsageError(f"QWEN3_RERANK_{name}: expected 1, true, yes, on, 0, false, no or off, got {value!r}")
 
 
-def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> tuple[ServerSettings, dict[str, Any]]:
-    """Server settings and model options from flags, then environment variables, then defaults.
+def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> tuple[ServerSettings, list[ModelSpec]]:
+    """Server settings and the models to serve from flags, then environment variables, then defaults.
 
     Args:
         args: the parsed ``serve`` command line.
         environ: the environment to read ``QWEN3_RERANK_*`` from (default: ``os.environ``).
 
     Returns:
-        The server's settings, and the keyword arguments of :meth:`Reranker.from_pretrained`
-        (``model`` included).
+        The server's settings (``model_name``: the default model's name), and the models to load,
+        the default first (see :mod:`.served_models`).
 
     Raises:
         UsageError: a value that is not a number where one is needed, out of range, or not one of
             the choices (dtype, template, log level, OTLP protocol), an empty API key, an OTLP
-            endpoint that is not an http(s) URL, or a ``QWEN3_RERANK_NO_UI`` that is not a yes or a no.
+            endpoint that is not an http(s) URL, a ``QWEN3_RERANK_NO_UI`` that is not a yes or a no,
+            or a bad ``--model`` spec or name (see :func:`.served_models.model_specs`).
     """
     # One value per row of _OPTIONS, of the type that row gives: checked there, not here.
     values: dict[str, Any] = {}
@@ -238,7 +253,10 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
         raise UsageError("--api-key: an API key must not be empty")
     cors = tuple(args.cors_origin) if args.cors_origin else split_list(env("CORS_ORIGINS", environ))
     no_ui = bool(args.no_ui) or _env_switch("NO_UI", environ)
-    model = values["model"] or DEFAULT_MODEL
+    model_env = env("MODEL", environ)
+    # An empty --model means no --model (as before several models could be served).
+    flags = [spec for spec in args.model or () if spec]
+    models = flags or (env_specs(model_env) if model_env is not None else None) or [DEFAULT_MODEL]
     if values["dtype"] not in DTYPES:
         raise UsageError(f"unknown dtype {values['dtype']!r}; choose one of: {', '.join(DTYPES)}")
     if values["template"] not in TEMPLATES:
@@ -251,9 +269,21 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
         )
     if values["otlp_endpoint"] is not None and (problem := otlp_endpoint_problem(values["otlp_endpoint"])):
         raise UsageError(f"--otlp-endpoint: {problem}")
-    name = values["served_model_name"] or (Path(model).name if Path(model).exists() else model)
+    specs = model_specs(
+        models,
+        dtype=values["dtype"],
+        served_model_name=values["served_model_name"],
+        options={
+            "device": values["device"],
+            "threads": values["threads"],
+            "max_length": values["max_length"],
+            "batch_size": values["batch_size"],
+            "max_batch_tokens": values["max_batch_tokens"],
+            "template": values["template"],
+        },
+    )
     settings = ServerSettings(
-        model_name=name,
+        model_name=specs[0].name,
         host=values["host"],
         port=values["port"],
         api_keys=api_keys,
@@ -274,21 +304,11 @@ def resolve(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
         otlp_protocol=values["otlp_protocol"],
         otlp_service_name=values["otlp_service_name"],
     )
-    model_options = {
-        "model": model,
-        "dtype": values["dtype"],
-        "device": values["device"],
-        "threads": values["threads"],
-        "max_length": values["max_length"],
-        "batch_size": values["batch_size"],
-        "max_batch_tokens": values["max_batch_tokens"],
-        "template": values["template"],
-    }
-    return settings, model_options
+    return settings, specs
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    settings, model_options = resolve(args)
+    settings, specs = resolve(args)
     try:
         import fastapi  # noqa: F401
         import prometheus_client  # noqa: F401
@@ -300,16 +320,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         check_available(settings.otlp_protocol)
 
-    from ..reranker import Reranker
     from ..server import logs
     from ..server.run import serve
 
     logs.configure(settings.log_level)
     log = logging.getLogger("qwen3_rerank.server")
-    log.info("loading %s (%s) on %s", model_options["model"], model_options["dtype"], model_options["device"])
-    reranker = Reranker.from_pretrained(model_options.pop("model"), **model_options)
+    models = load_models(specs)
     log.info("settings: %s", settings.public())
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
         log.warning("listening on %s without an API key: anyone who can reach it can use it", settings.host)
 
-    return serve(settings, reranker)
+    return serve(settings, models)

@@ -26,6 +26,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "malformed JSON or body",
         401: "missing or wrong API key",
+        404: "the request names a model this server does not serve (only when it serves several)",
         413: "body larger than the limit",
         422: "invalid request: wrong types, missing fields, too many documents, a too-long text with truncation off",
         429: "too many requests in progress; retry after the Retry-After header's seconds",

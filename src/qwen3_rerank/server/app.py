@@ -9,7 +9,7 @@ the browser page (:mod:`.ui`, unless ``--no-ui``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -29,15 +29,21 @@ __all__ = ["REQUEST_ID_HEADER", "create_app"]
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Warm the model up before the port answers; on shutdown, score what is queued, then stop."""
+    """Warm the models up before the port answers; on shutdown, score what is queued, then stop."""
     state: ServerState = app.state.server
     await state.start()
     yield
     await state.stop()
 
 
-def create_app(settings: ServerSettings, reranker: RerankModel, *, tracing: Tracing | None = None) -> FastAPI:
-    """The server's ASGI app for a loaded model (its :class:`ServerState` is ``app.state.server``).
+def create_app(
+    settings: ServerSettings,
+    reranker: RerankModel | Mapping[str, RerankModel],
+    *,
+    tracing: Tracing | None = None,
+) -> FastAPI:
+    """The server's ASGI app for a loaded model, or several by name, the default first (its
+    :class:`ServerState` is ``app.state.server``).
 
     ``tracing``: where the request spans go; default: the OTLP exporter ``settings`` name, if any
     (:meth:`Tracing.from_settings`).

@@ -215,7 +215,7 @@ class Infer:
     def _given_up(self, groups: Sequence[RerankParams], attempt: _Attempt, reason: str) -> None:
         """Count a cancelled request and its documents that will not be scored because of it."""
         metrics = self.worker.metrics
-        metrics.cancelled_requests.labels(reason=reason).inc()
+        metrics.cancelled_requests(reason).inc()
         if not attempt.entries:  # still tokenizing: none of it reaches the model
             metrics.cancelled_documents.inc(sum(len(params.texts) for params in groups))
         for entry in attempt.entries:

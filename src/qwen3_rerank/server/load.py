@@ -218,13 +218,14 @@ def run_server_levels(args: argparse.Namespace, bodies: list[RerankBody]) -> tup
 
 
 def _metric(url: str, name: str) -> float | None:
+    """A series' value summed over its labels (each served model's, say); None when it is absent."""
     import re
 
     import httpx
 
     text = httpx.get(url + "/metrics", timeout=10).text
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(match.group(1)) if match else None
+    values = [float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M)]
+    return sum(values) if values else None
 
 
 def offline(args: argparse.Namespace, bodies: list[RerankBody]) -> JSONObject:

@@ -2,7 +2,8 @@
 
 Each handler is a plain top-level function; what it needs comes in as typed dependencies
 (:data:`Server`, the API-key check), so a handler can be read, and tested, on its own. All
-scoring happens behind :meth:`ServerState.rerank`.
+scoring happens behind :meth:`ServerState.rerank`, on the model that :meth:`ServerState.pick`
+finds for the request's ``model`` field.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ async def wait_for_disconnect(request: Request) -> None:
 
 async def cohere_rerank(body: RerankRequest, request: Request, server: ServerState) -> dict[str, Any]:
     """The Cohere / Jina answer for ``/v1/rerank`` and ``/v2/rerank``."""
+    served = server.pick(body.model)
     settings = server.settings
     texts = body.texts()
     if body.top_n is not None and body.top_n > settings.max_documents:
@@ -93,6 +95,7 @@ async def cohere_rerank(body: RerankRequest, request: Request, server: ServerSta
     if body.max_tokens_per_doc is not None:
         limit = min(limit, body.max_tokens_per_doc)
     scored = await server.rerank(
+        served,
         RerankParams(
             body.query,
             texts,
@@ -117,10 +120,10 @@ async def cohere_rerank(body: RerankRequest, request: Request, server: ServerSta
     tokens = scored.request.num_tokens
     warnings = []
     if any(scored.request.truncated):
-        warnings.append(f"{sum(scored.request.truncated)} document(s) cut to fit max_length={server.model.max_length}")
+        warnings.append(f"{sum(scored.request.truncated)} document(s) cut to fit max_length={served.model.max_length}")
     return {
         "id": request.state.request_id,
-        "model": settings.model_name,
+        "model": served.name,
         "results": results,
         "usage": {"total_tokens": tokens},
         "meta": {
@@ -161,6 +164,7 @@ async def rerank_v2(body: RerankRequest, request: Request, server: Server) -> di
 async def tei_rerank(body: TeiRerankRequest, request: Request, server: ServerState) -> list[dict[str, Any]]:
     """The text-embeddings-inference answer: ``[{"index", "score"}]``, best first."""
     scored = await server.rerank(
+        server.pick(body.model),
         RerankParams(
             body.query,
             list(body.texts),
@@ -261,8 +265,9 @@ def score_groups(body: ScoreRequest, settings: ServerSettings) -> tuple[list[Rer
     description="`text_1` against each `text_2`, or N `text_1` paired with N `text_2`; scores in input order.",
 )
 async def score(body: ScoreRequest, request: Request, server: Server) -> dict[str, Any]:
+    served = server.pick(body.model)
     groups, indices = score_groups(body, server.settings)
-    scored = await server.rerank_groups(groups, functools.partial(wait_for_disconnect, request))
+    scored = await server.rerank_groups(served, groups, functools.partial(wait_for_disconnect, request))
     scores = [0.0] * sum(len(group) for group in indices)
     for group, result in zip(indices, scored, strict=True):
         for i, document in zip(group, result.documents, strict=True):
@@ -272,7 +277,7 @@ async def score(body: ScoreRequest, request: Request, server: Server) -> dict[st
         "id": f"score-{request.state.request_id}",
         "object": "list",
         "created": int(time.time()),
-        "model": server.settings.model_name,
+        "model": served.name,
         "data": [{"index": i, "object": "score", "score": value} for i, value in enumerate(scores)],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
     }
@@ -304,19 +309,25 @@ async def health() -> dict[str, Any]:
     responses={
         503: {
             "model": ErrorResponse,
-            "description": "not ready (loading or stopping, or its model files were overwritten in place)",
+            "description": "not ready (a model still loading, the server stopping, or a model's files "
+            "overwritten in place)",
         }
     },
     tags=["service"],
-    summary="The model is loaded and warmed up, and the server is not stopping",
+    summary="Every model is loaded and warmed up, and the server is not stopping",
 )
 async def ready(server: Server) -> dict[str, Any] | JSONResponse:
     failure = server.model_failure()
     if failure is not None:
         return error_json(503, "model_changed", failure)
-    if server.ready and not server.draining:
+    if server.draining:
+        return error_json(503, "unavailable", "stopping")
+    waiting = server.not_ready()
+    if not waiting:
         return {"status": "ready"}
-    return error_json(503, "unavailable", "stopping" if server.draining else "the model is not ready")
+    if len(server.models) == 1:
+        return error_json(503, "unavailable", "the model is not ready")
+    return error_json(503, "unavailable", f"model(s) not ready: {', '.join(waiting)}")
 
 
 @router.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
@@ -329,7 +340,8 @@ async def metrics(server: Server) -> Response:
     response_model=ModelList,
     dependencies=AUTHORIZED,
     tags=["service"],
+    summary="The served models (OpenAI-style list), the default first",
     responses={401: ERROR_RESPONSES[401]},
 )
 async def models(server: Server) -> dict[str, Any]:
-    return {"object": "list", "data": [ModelCard(id=server.settings.model_name, created=server.started)]}
+    return {"object": "list", "data": [ModelCard(id=name, created=server.started) for name in server.models]}

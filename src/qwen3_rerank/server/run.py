@@ -16,6 +16,7 @@ import asyncio
 import logging
 import math
 import signal
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
@@ -100,10 +101,11 @@ def uvicorn_config(settings: ServerSettings, app: Any) -> Any:
     )
 
 
-def serve(settings: ServerSettings, reranker: RerankModel) -> int:
+def serve(settings: ServerSettings, reranker: RerankModel | Mapping[str, RerankModel]) -> int:
     """Run the app on uvicorn until SIGTERM / Ctrl-C, then drain; 0 once it has stopped cleanly.
 
-    Separate from loading the model so that a test can serve a model of its own (a slow fake)
+    ``reranker``: the model, or several by name (the default first). Separate from loading the
+    models so that a test can serve a model of its own (a slow fake)
     through exactly the production start, signal handling and drain.
     """
     import uvicorn

@@ -22,6 +22,12 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Discri
 
 MAX_INT = 2**31 - 1
 
+#: what the ``model`` field of a request does (see :meth:`~.state.ServerState.pick`)
+MODEL_FIELD = (
+    "which served model scores the request (a name from /v1/models; the answer names it); default: the "
+    "first. A server of one model takes any name, so clients may send their own"
+)
+
 log = logging.getLogger("qwen3_rerank.server")
 
 
@@ -79,7 +85,7 @@ class RelevantSpans(BaseModel):
 class RerankRequest(_Strict):
     """Cohere v2 / Jina rerank request."""
 
-    model: str | None = Field(None, description="accepted and echoed as the served model's name")
+    model: str | None = Field(None, description=MODEL_FIELD)
     query: Query = Field(description="the search query")
     documents: list[Text | DocumentObject] = Field(
         description='texts to rank, as strings or {"text": ...} objects', min_length=1
@@ -176,6 +182,7 @@ class RerankResponse(BaseModel):
 class TeiRerankRequest(_Strict):
     """text-embeddings-inference ``/rerank`` request."""
 
+    model: str | None = Field(None, description="extension: " + MODEL_FIELD)
     query: Query
     texts: list[Text] = Field(min_length=1)
     raw_scores: bool = Field(False, description="the raw logit gap yes - no instead of a probability")
@@ -221,7 +228,7 @@ AnyRerankRequest = Annotated[
 class ScoreRequest(_Strict):
     """vLLM's score request (``/score``, ``/v1/score``): text_1 against each text_2, or paired."""
 
-    model: str | None = Field(None, description="accepted and echoed as the served model's name")
+    model: str | None = Field(None, description=MODEL_FIELD)
     text_1: Query | Annotated[list[Query], Field(min_length=1)] = Field(
         validation_alias=AliasChoices("text_1", "queries"),
         description="the query, or one query per text_2 (paired); newer vLLM calls it `queries`",

@@ -26,7 +26,8 @@ class ServerSettings:
             or ``otlp_endpoint`` is not an http(s) URL.
     """
 
-    #: name the API reports as ``model`` (default: the model folder's name or the Hub id)
+    #: name the API reports as ``model`` (default: the model folder's name or the Hub id); a server
+    #: of several models takes their names from the mapping it is given, the first as the default
     model_name: str = "qwen3-reranker"
     host: str = "127.0.0.1"
     port: int = 8000

@@ -63,14 +63,6 @@ _NULL_CONTEXT: AbstractContextManager[None] = nullcontext()
 _batch_ids = itertools.count(1)
 
 
-def model_name(settings: ServerSettings) -> str:
-    """The model name a traced request is scored by: the one model this server serves.
-
-    The one place to change once a server holds several models and the request names one.
-    """
-    return settings.model_name
-
-
 # -- per request -----------------------------------------------------------------------------------
 
 

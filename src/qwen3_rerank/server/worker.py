@@ -1,4 +1,4 @@
-"""The one model worker: pulls batches from the queue and runs them, one step at a time.
+"""A model's worker: pulls batches from the queue and runs them, one step at a time.
 
 Each step is one :meth:`Reranker.score_requests_with_best_chunks` call (per score kind, raw or
 probability) on a single worker thread, so the event loop stays free to take and queue new
@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import RerankError, ScoringCancelled
 from . import tracing
-from .metrics import Metrics
+from .metrics import ModelMetrics
 from .model import RerankModel
 from .model_watch import ModelChanged
 from .request_queue import Entry, RequestQueue
@@ -37,7 +37,7 @@ class Worker:
         self,
         model: RerankModel,
         queue: RequestQueue,
-        metrics: Metrics,
+        metrics: ModelMetrics,
         *,
         max_batch_tokens: int,
         max_wait: float,
