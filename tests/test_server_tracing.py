@@ -181,7 +181,7 @@ def test_a_model_step_shared_by_two_requests_is_a_model_span_in_each_trace():
             await until(model.batch_started.is_set)
             first = asyncio.ensure_future(client.post("/rerank", json={"query": "first", "texts": ["a", "b"]}))
             second = asyncio.ensure_future(client.post("/score", json={"text_1": "second", "text_2": ["c"]}))
-            await until(lambda: len(state.queue) == 2)  # both wait behind the blocker: one step for the two
+            await until(lambda: len(state.default.queue) == 2)  # both wait behind the blocker: one step for the two
             model.gate.release(2)
             responses = await asyncio.gather(blocker, first, second)
             assert [r.status_code for r in responses] == [200, 200, 200]
@@ -484,3 +484,25 @@ def test_spans_reach_an_otlp_grpc_collector():
     names, services = _exported(received)
     assert names == {"POST /v2/rerank", "tokenize", "queue", "model", "response"}
     assert services == {"rr-grpc"}
+
+
+def test_with_several_models_the_span_names_the_model_that_scored():
+    """``qwen3_rerank.model`` is the served model the request's ``model`` picked, not the default's name."""
+
+    async def scenario() -> None:
+        tracer, exporter = in_memory()
+        config = ServerSettings(model_name="first", max_batch_wait=0.0)
+        app = create_app(config, {"first": FakeReranker(), "second": FakeReranker()}, tracing=tracer)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+                for model in ("second", None, "first"):
+                    body = {"query": "q", "documents": ["a b", "c"], **({"model": model} if model else {})}
+                    assert (await client.post("/v2/rerank", json=body)).status_code == 200
+        roots = sorted(
+            (span for span in exporter.get_finished_spans() if span.name == "POST /v2/rerank"),
+            key=lambda span: span.start_time or 0,
+        )
+        assert [(span.attributes or {}).get("qwen3_rerank.model") for span in roots] == ["second", "first", "first"]
+
+    run(scenario())
