@@ -48,6 +48,12 @@ def _peak_rss_mb() -> float:
 # -- OpenVINO --------------------------------------------------------------------------------------
 
 
+def _type_name(value: Any) -> str:
+    """An OpenVINO element type as its short name (``f32``, ``bf16``)."""
+    to_string = getattr(value, "to_string", None)
+    return str(to_string()) if callable(to_string) else str(value)
+
+
 def run_ov(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str, Any]:
     """``OVModelForCausalLM`` on the IR in ``--ov-model``, batches of ``--batch`` pairs (the recipe's 8).
 
@@ -80,7 +86,7 @@ def run_ov(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str, 
         "rss_after_load_mb": _peak_rss_mb(),
         "openvino": openvino.__version__,
         "ov_config": ov_config,
-        "ov_inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+        "ov_inference_precision": _type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),
         "ov_model": str(args.ov_model),
     }
     if args.load_only:
