@@ -215,3 +215,12 @@ def test_fp32_peers_compute_the_recipe_on_the_tiny_model(tiny_checkpoint):
     assert check["checked"] == 8 and check["identical"] == 8, check
     # Quantized: the same function up to quantization error (a loose bound, not a quality claim).
     assert result["engines"]["llamacpp-q8_0"]["max_abs_diff"] < 0.2
+
+
+def test_int4_group_size_keeps_the_default_where_the_widths_allow():
+    from qwen3_rerank.bench.peers import OV_INT4_GROUP, int4_group_size
+
+    real = {"hidden_size": 1024, "intermediate_size": 3072, "num_attention_heads": 16, "head_dim": 128}
+    tiny = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "head_dim": 16}
+    assert int4_group_size(real) == OV_INT4_GROUP == 128
+    assert int4_group_size(tiny) == 64

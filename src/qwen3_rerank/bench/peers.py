@@ -258,6 +258,24 @@ def _write_stamp(path: Path, **fields: Any) -> None:
     path.write_text(json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}, indent=1))
 
 
+#: optimum-cli's int4 group size (its default), used wherever the model's widths allow it.
+OV_INT4_GROUP = 128
+
+
+def int4_group_size(config: dict[str, Any]) -> int:
+    """The int4 group size: :data:`OV_INT4_GROUP`, or for a model too narrow for it (the tiny test
+    model: 64 wide) the largest power of two that divides every linear layer's input width."""
+    widths = [
+        int(config.get("hidden_size", 0)),
+        int(config.get("intermediate_size", 0)),
+        int(config.get("num_attention_heads", 0)) * int(config.get("head_dim", 0)),
+    ]
+    group = OV_INT4_GROUP
+    while group > 8 and any(w % group for w in widths if w):
+        group //= 2
+    return group
+
+
 def prepare_ov(checkpoint: Path, tools: PeerTools, key: str, fmt: str, log: Path) -> Path:
     """Export ``checkpoint`` to an OpenVINO IR with weight format ``fmt``, unless it is there already.
 
@@ -271,7 +289,12 @@ def prepare_ov(checkpoint: Path, tools: PeerTools, key: str, fmt: str, log: Path
     shutil.rmtree(partial, ignore_errors=True)
     partial.parent.mkdir(parents=True, exist_ok=True)
     cmd: list[str | Path] = [tools.optimum_cli, "export", "openvino", "--model", checkpoint.resolve()]
-    cmd += ["--task", "text-generation", "--weight-format", OV_FORMATS[fmt], "--disable-convert-tokenizer", partial]
+    cmd += ["--task", "text-generation", "--weight-format", OV_FORMATS[fmt], "--disable-convert-tokenizer"]
+    if fmt == "int4":
+        group = int4_group_size(json.loads((checkpoint / "config.json").read_text(encoding="utf-8")))
+        if group != OV_INT4_GROUP:
+            cmd += ["--group-size", str(group)]
+    cmd.append(partial)
     _log(f"OpenVINO {fmt} IR of {checkpoint} ...")
     t0 = time.perf_counter()
     _run(cmd, log)
