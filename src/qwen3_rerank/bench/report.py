@@ -87,6 +87,10 @@ def _color(name: str) -> str:
         return "#d62728"
     if name.startswith("js"):
         return "#ff7f0e"
+    if name.startswith("ov-"):
+        return "#9467bd"
+    if name.startswith("llamacpp-"):
+        return "#2ca02c"
     return {"fast": "#1f77b4", "sg": "#6baed6", "plain": "#c6dbef"}.get(name.rsplit("-", 1)[-1], "#1f77b4")
 
 
@@ -97,6 +101,58 @@ def _loadavg(row: Json) -> str:
 
 def _f(value: float | None, fmt: str = "{:.2f}") -> str:
     return "–" if value is None else fmt.format(value)
+
+
+PEER_PREFIXES = ("ov-", "llamacpp-")
+
+
+def _peer_lines(report: Json) -> list[str]:
+    """The peers (OpenVINO, llama.cpp) next to this library's fastest q8 and q4 rows, per workload."""
+    lines: list[str] = []
+    for workload in _workloads(report):
+        rows = _rows(report, workload)
+        peers = [r for r in rows if r["name"].startswith(PEER_PREFIXES)]
+        if not peers:
+            continue
+        best = {}
+        for dtype in ("q8", "q4"):
+            ours = [r for r in rows if r["name"].startswith(f"ours-{dtype}-")]
+            if ours:
+                best[dtype] = max(ours, key=lambda r: r["pairs_per_s"])
+        if not lines:
+            lines += [
+                "## Peers: OpenVINO and llama.cpp (scripts/setup_peers.sh)",
+                "",
+                "Same texts, one call per query with its documents. 'ours ÷ peer': this library's fastest "
+                "q8 (q4) row on the workload over the peer's throughput. Score agreement: largest "
+                "|score - torch fp32 score| over the first call's documents both ran.",
+                "",
+            ]
+        head = " | ".join(f"{b['name']} ÷ peer" for b in best.values())
+        lines += [
+            f"### {workload}",
+            "",
+            "| peer | pairs run | pairs/s | p50 s/call | peak RSS MB | load s | × torch fp32 | max Δscore vs torch fp32"
+            + (f" | {head}" if head else "")
+            + " | load avg |",
+            "|---|---|---|---|---|---|---|---" + "|---" * len(best) + "|---|",
+        ]
+        for r in peers:
+            cells = [
+                r["name"],
+                str(r["pairs"]),
+                f"{r['pairs_per_s']:.2f}",
+                f"{r['latency_p50_s']:.2f}",
+                f"{r['peak_rss_mb']:.0f}",
+                f"{r['load_s']:.1f}",
+                _f(r.get("ratios", {}).get("vs_torch_fp32")),
+                _f(r.get("vs_torch_fp32_max_abs_diff"), "{:.1e}"),
+                *(_f(b["pairs_per_s"] / r["pairs_per_s"]) for b in best.values()),
+                _loadavg(r),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def summary_markdown(report: Json) -> str:
@@ -132,8 +188,8 @@ def summary_markdown(report: Json) -> str:
             f"## {workload} (queries × documents × document tokens)",
             "",
             "| engine | pairs run | pairs/s | tokens/s | p50 s/call | p95 s/call | peak RSS MB | load s | GFLOP/s "
-            "| × torch fp32 | × torch ltk=1 | × js q8 | × js q4 | load avg |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| × torch fp32 | × torch ltk=1 | × js q8 | × js q4 | max Δscore vs torch fp32 | load avg |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             ratios = r.get("ratios", {})
@@ -142,12 +198,14 @@ def summary_markdown(report: Json) -> str:
                 f"{r['latency_p50_s']:.2f} | {r['latency_p95_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['load_s']:.1f} | "
                 f"{r['executed_gflops']:.0f} | {_f(ratios.get('vs_torch_fp32'))} | "
                 f"{_f(ratios.get('vs_torch_fp32_ltk1'))} | "
-                f"{_f(ratios.get('vs_js_q8'))} | {_f(ratios.get('vs_js_q4'))} | {_loadavg(r)} |"
+                f"{_f(ratios.get('vs_js_q8'))} | {_f(ratios.get('vs_js_q4'))} | "
+                f"{_f(r.get('vs_torch_fp32_max_abs_diff'), '{:.1e}')} | {_loadavg(r)} |"
             )
         for r in skipped:
             reason = r.get("skipped") or "error: " + r.get("error", "")[-120:].replace("|", "/").replace(chr(10), " ")
             lines.append(f"| {r.get('name')} | {reason} |")
         lines.append("")
+    lines += _peer_lines(report)
     targets = report.get("targets", {})
     if targets:
         lines += ["## Targets (issue item 6)", "", "| target | measured | wanted | met |", "|---|---|---|---|"]

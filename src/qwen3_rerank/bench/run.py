@@ -11,7 +11,16 @@ Writes ``results.json``, PNG plots and ``summary.md`` into ``--out``. Engines:
 * ``ours-<dtype>-plain``: the published graph as is (full logits), no prefix reuse;
 * ``torch-fp32`` / ``torch-fp32-ltk1``: the official PyTorch recipe (transformers), full logits /
   ``logits_to_keep=1``; ``torch-bf16`` is run only where the CPU has bf16 instructions;
-* ``js-q8`` / ``js-q4``: Transformers.js v4 in Node, the model card's recipe, same files.
+* ``js-q8`` / ``js-q4``: Transformers.js v4 in Node, the model card's recipe, same files;
+* peers (set up by ``scripts/setup_peers.sh``, see :mod:`peers`; skipped with the reason when not):
+  ``ov-int8`` / ``ov-int4`` / ``ov-fp32``: OpenVINO (optimum-intel ``OVModelForCausalLM``, weight
+  compression by ``optimum-cli export openvino --weight-format``), the recipe's tokenization and
+  yes/no logits, in the peer's own venv; ``llamacpp-q8_0`` / ``llamacpp-q4_k_m`` / ``llamacpp-f32``
+  (``-f16``): ``llama-server --reranking`` on GGUFs made by llama.cpp's converter and
+  ``llama-quantize``, one ``/v1/rerank`` request per call.
+
+Every measured row also records its score agreement with ``torch-fp32`` on the same workload
+(``vs_torch_fp32_max_abs_diff``, over the first call's documents both ran).
 
     python -m qwen3_rerank.bench.run --model ONNX_DIR --checkpoint TORCH_DIR [--quick]
 """
@@ -32,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cpu_features import cpu_info
+from .peers import PEER_ENGINES, PeerLaunch, PeerTools, checkpoint_key, locate, package_path, peers_root
 from .report import Json
 from .workloads import MAIN_WORKLOADS, QUICK_WORKLOADS
 
@@ -59,6 +69,13 @@ DEFAULT_PLAN: dict[str, dict[str, tuple[int | None, int | None]]] = {
     "torch-bf16": {"1x100x128": (None, 8)},
     "js-q8": {"1x100x128": (None, 3), "1x20x512": (None, 1)},
     "js-q4": {"1x100x128": (None, 3), "1x20x512": (None, 1)},
+    # Peers: quantized forms as the main comparison, fp32 forms for the score agreement.
+    "ov-int8": {"1x100x128": (None, 12), "1x20x512": (None, 3)},
+    "ov-int4": {"1x100x128": (None, 12), "1x20x512": (None, 3)},
+    "ov-fp32": {"1x100x128": (None, 4)},
+    "llamacpp-q8_0": {"1x100x128": (None, 12), "1x20x512": (None, 3)},
+    "llamacpp-q4_k_m": {"1x100x128": (None, 12), "1x20x512": (None, 3)},
+    "llamacpp-f32": {"1x100x128": (None, 4)},
 }
 QUICK_ENGINES = ("ours-fp32-fast", "ours-fp32-sg", "ours-fp32-plain")
 
@@ -88,21 +105,31 @@ def engine_args(name: str) -> list[str]:
     raise ValueError(f"unknown engine {name!r}")
 
 
-def run_worker(flags: list[str], timeout: float | None = None) -> Json:
+def run_worker(
+    flags: list[str], timeout: float | None = None, python: Path | None = None, pythonpath: Path | None = None
+) -> Json:
     """Run :mod:`qwen3_rerank.bench.worker` with ``flags`` in a subprocess.
 
     Args:
         flags: the worker's command-line flags.
         timeout: seconds before the worker is stopped (default: none).
+        python: the interpreter (default: this one); a peer's venv runs its engine.
+        pythonpath: put first on the worker's ``PYTHONPATH`` (this package, for another venv).
 
     Returns:
         The worker's JSON result with ``process_wall_s`` and ``command``, or ``{"error", "command"}``
         when it failed or timed out.
     """
-    cmd = [sys.executable, "-m", "qwen3_rerank.bench.worker", *flags]
+    cmd = [str(python or sys.executable), "-m", "qwen3_rerank.bench.worker", *flags]
+    env = None
+    if pythonpath is not None:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(pythonpath), os.environ.get("PYTHONPATH")])),
+        }
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s", "command": _shell(cmd)}
     wall = time.perf_counter() - t0
@@ -132,10 +159,33 @@ def _row_key(row: Json) -> tuple[Any, Any]:
     return (row.get("name"), row.get("workload", {}).get("name"))
 
 
+def peer_launches(engines: Sequence[str], checkpoint: Path | None, tools: PeerTools) -> dict[str, PeerLaunch | str]:
+    """How to run each peer engine among ``engines`` on ``checkpoint``, or why it is skipped."""
+    out: dict[str, PeerLaunch | str] = {}
+    peers = [e for e in engines if e in PEER_ENGINES]
+    if not peers:
+        return out
+    if checkpoint is None:
+        return {e: "no --checkpoint (the peers' model files are made from it)" for e in peers}
+    try:
+        key = checkpoint_key(checkpoint)
+    except FileNotFoundError as err:
+        return {e: str(err) for e in peers}
+    for engine in peers:
+        out[engine] = locate(engine, checkpoint, tools, key)
+    return out
+
+
 def run_matrix(args: argparse.Namespace) -> list[Json]:
     """Every planned engine × workload; each row is also appended to ``rows.jsonl`` as it completes,
     and ``--resume`` takes the measured rows found there instead of running them again."""
+    with package_path() as pythonpath:
+        return _run_matrix(args, pythonpath)
+
+
+def _run_matrix(args: argparse.Namespace, pythonpath: Path) -> list[Json]:
     results = []
+    peers = peer_launches(args.engines, args.checkpoint, PeerTools(peers_root(args.peers)))
     cpu = cpu_info()
     rows_path = Path(args.out) / "rows.jsonl"
     done = {}
@@ -163,16 +213,27 @@ def run_matrix(args: argparse.Namespace) -> list[Json]:
             if engine.startswith("torch") and not args.checkpoint:
                 results.append({"name": engine, "workload": {"name": workload}, "skipped": "no --checkpoint"})
                 continue
+            peer = peers.get(engine)
+            if isinstance(peer, str):
+                _log(f"[bench] {engine} skipped: {peer}")
+                results.append({"name": engine, "workload": {"name": workload}, "skipped": f"skipped: {peer}"})
+                continue
             capped = not (args.quick or args.all_pairs)
             max_q, max_d = plan.get(workload, (None, None)) if capped else (None, None)
             if (engine, workload) in done:
                 _log(f"[bench] {engine} on {workload}: from {rows_path.name}")
                 results.append(done[(engine, workload)])
                 continue
-            flags = engine_args(engine) + ["--workload", workload, "--repeat", str(args.repeat)]
-            flags += (
-                ["--checkpoint", str(args.checkpoint)] if engine.startswith("torch") else ["--model", str(args.model)]
-            )
+            flags = (peer.flags if peer else engine_args(engine)) + [
+                "--workload",
+                workload,
+                "--repeat",
+                str(args.repeat),
+            ]
+            if engine.startswith("torch"):
+                flags += ["--checkpoint", str(args.checkpoint)]
+            elif not peer:
+                flags += ["--model", str(args.model)]
             if args.threads:
                 flags += ["--threads", str(args.threads)]
             if max_q:
@@ -181,7 +242,10 @@ def run_matrix(args: argparse.Namespace) -> list[Json]:
                 flags += ["--max-docs", str(max_d)]
             flags += ["--warmup-docs", str(1 if engine.startswith("js") else args.warmup_docs)]
             _log(f"[bench] {engine} on {workload} ...")
-            result = run_worker(flags, timeout=args.timeout)
+            if peer and peer.python:
+                result = run_worker(flags, timeout=args.timeout, python=peer.python, pythonpath=pythonpath)
+            else:
+                result = run_worker(flags, timeout=args.timeout)
             result["name"] = engine
             if "error" in result:
                 result["workload"] = {"name": workload}
@@ -195,6 +259,31 @@ def run_matrix(args: argparse.Namespace) -> list[Json]:
             with rows_path.open("a") as handle:
                 handle.write(json.dumps(result) + "\n")
     return results
+
+
+#: Ratio key → peer engine: every row's throughput over the peer's on the same workload.
+PEER_RATIOS = (
+    ("vs_ov_int8", "ov-int8"),
+    ("vs_ov_int4", "ov-int4"),
+    ("vs_llamacpp_q8_0", "llamacpp-q8_0"),
+    ("vs_llamacpp_q4_k_m", "llamacpp-q4_k_m"),
+)
+
+
+def score_agreement(row: Json, reference: Json) -> tuple[float, int] | None:
+    """Largest absolute score difference between two rows of one workload, and how many scores it
+    compared: the first call's documents both scored (``call_scores``, else ``first_scores``)."""
+
+    def first_call(r: Json) -> list[float] | None:
+        calls = r.get("call_scores")
+        value = calls[0] if calls else r.get("first_scores")
+        return None if not value else [float(x) for x in value]
+
+    a, b = first_call(row), first_call(reference)
+    if not a or not b:
+        return None
+    n = min(len(a), len(b))
+    return max(abs(x - y) for x, y in zip(a[:n], b[:n], strict=True)), n
 
 
 def add_ratios(results: list[Json], gemm: Json | None) -> Json:
@@ -211,10 +300,16 @@ def add_ratios(results: list[Json], gemm: Json | None) -> Json:
             ("vs_torch_fp32_ltk1", REFERENCE_TORCH_LTK),
             ("vs_js_q8", "js-q8"),
             ("vs_js_q4", "js-q4"),
+            *PEER_RATIOS,
         ):
             other = by.get((ref, w))
             if other and other is not r:
                 ratios[key] = r["pairs_per_s"] / other["pairs_per_s"]
+        reference = by.get((REFERENCE_TORCH, w))
+        if reference is not None and reference is not r:
+            agreement = score_agreement(r, reference)
+            if agreement is not None:
+                r["vs_torch_fp32_max_abs_diff"], r["vs_torch_fp32_compared"] = agreement
         if r["name"].startswith("ours-"):
             _, dtype, mode = r["name"].split("-")
             if mode in ("fast", "pr1") and (f"ours-{dtype}-sg", w) in by:
@@ -267,6 +362,10 @@ def add_ratios(results: list[Json], gemm: Json | None) -> Json:
             "target": 1024.0,
             "lower_is_better": True,
         },
+        "q8_vs_ov_int8_1x100x128": {"value": best("q8", w, "vs_ov_int8"), "target": None},
+        "q8_vs_llamacpp_q8_0_1x100x128": {"value": best("q8", w, "vs_llamacpp_q8_0"), "target": None},
+        "q4_vs_ov_int4_1x100x128": {"value": best("q4", w, "vs_ov_int4"), "target": None},
+        "q4_vs_llamacpp_q4_k_m_1x100x128": {"value": best("q4", w, "vs_llamacpp_q4_k_m"), "target": None},
         "q4_peak_rss_mb_1x20x512": {
             "value": best("q4", "1x20x512", "peak_rss_mb"),
             "target": 1024.0,
@@ -487,7 +586,15 @@ def summarize_profile(path: Path) -> list[Json]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the benchmark's flags to ``p`` (shared by ``qwen3-rerank bench`` and ``python -m``)."""
     p.add_argument("--model", required=True, help="ONNX model folder in the published layout")
-    p.add_argument("--checkpoint", default=None, help="PyTorch checkpoint folder of the same model (torch engines)")
+    p.add_argument(
+        "--checkpoint", default=None, help="PyTorch checkpoint folder of the same model (torch and peer engines)"
+    )
+    p.add_argument(
+        "--peers",
+        default=None,
+        help="the peers' cache folder made by scripts/setup_peers.sh (default: $QWEN3_RERANK_PEERS or "
+        "~/.cache/qwen3-rerank/peers)",
+    )
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"output folder (default: {DEFAULT_OUT})")
     p.add_argument("--workloads", default=None, help="comma-separated workload names (QxDxT)")
     p.add_argument("--engines", default=None, help="comma-separated engine names (see module doc)")
@@ -542,6 +649,9 @@ def run(args: argparse.Namespace) -> Json:
         else _shell([sys.executable, "-m", "qwen3_rerank.bench.run", *sys.argv[1:]]),
         "machine": cpu_info(),
         "versions": _versions(),
+        "peer_versions": peer_versions(PeerTools(peers_root(args.peers)))
+        if any(e in PEER_ENGINES for e in args.engines)
+        else None,
         "model": str(args.model),
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
         "quick": args.quick,
@@ -616,6 +726,30 @@ def _versions() -> Json:
             if key in packages:
                 versions[key.split("/", 1)[1]] = packages[key].get("version")
     return versions
+
+
+def peer_versions(tools: PeerTools) -> Json:
+    """The peers' versions: the OpenVINO venv's packages and llama.cpp's source (from setup)."""
+    out: Json = {}
+    if tools.ov_python.is_file():
+        script = (
+            "import importlib.metadata as m, json\n"
+            "names = ('openvino', 'optimum-intel', 'optimum', 'nncf', 'torch', 'transformers', 'gguf')\n"
+            "v = {}\n"
+            "for n in names:\n"
+            "    try: v[n] = m.version(n)\n"
+            "    except m.PackageNotFoundError: v[n] = None\n"
+            "print(json.dumps(v))"
+        )
+        proc = subprocess.run([str(tools.ov_python), "-c", script], capture_output=True, text=True, timeout=120)
+        out["ov_venv"] = json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-300:]}
+    source = tools.llama_src / "SOURCE"
+    if source.is_file():
+        out["llama_cpp_source"] = source.read_text().strip()
+    if tools.llama_server.is_file():
+        proc = subprocess.run([str(tools.llama_server), "--version"], capture_output=True, text=True, timeout=60)
+        out["llama_server_version"] = (proc.stdout + proc.stderr).strip().splitlines()[-2:]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

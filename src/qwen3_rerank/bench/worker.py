@@ -3,11 +3,14 @@
     python -m qwen3_rerank.bench.worker --engine ours --model DIR --dtype q8 --workload 1x100x128
     python -m qwen3_rerank.bench.worker --engine torch --checkpoint DIR [--logits-to-keep] --workload ...
     python -m qwen3_rerank.bench.worker --engine js --model DIR --dtype q4 --workload ...
+    python -m qwen3_rerank.bench.worker --engine ov --ov-model IR_DIR --checkpoint DIR --workload ...
+    python -m qwen3_rerank.bench.worker --engine llamacpp --gguf FILE --llama-server BIN --checkpoint DIR ...
 
 Every engine scores the same texts (see :mod:`workloads`). One *call* is one query with its
 documents, tokenization included; the figures are taken over the timed calls, after an untimed
 warm-up call on a few documents. Peak RSS is the process's ``ru_maxrss`` (for ``js``, Node's own
-``maxRSS``), so it includes the loaded model.
+``maxRSS``; for ``llamacpp``, the server process's ``VmHWM``), so it includes the loaded model. The
+peers (``ov``, ``llamacpp``) are in :mod:`peer_workers`; ``ov`` runs in the OpenVINO peer's venv.
 """
 
 from __future__ import annotations
@@ -27,18 +30,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .flops import QWEN3_06B, workload_flops
+from .peer_workers import LLAMA_CTX, LLAMA_PARALLEL, run_llamacpp, run_ov
+from .timing import Calls, Warmup, timed_calls
 from .workloads import get_workload, make_inputs
 
 if TYPE_CHECKING:
-    from transformers import BatchEncoding
-
     from ..prompt_tokenizer import PromptTokenizer
     from ..reranker import Reranker
 
-#: One call per query: ``(query, documents)``.
-Calls = list[tuple[str, list[str]]]
-#: The untimed warm-up call, if any.
-Warmup = tuple[str, list[str]] | None
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 
@@ -148,21 +147,8 @@ def run_ours(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str
     out["onnx_file"] = reranker.engine.path.name
     if args.load_only:
         return out
-    if warmup:
-        reranker.score(*warmup)
-    latencies: list[float] = []
+    out.update(timed_calls(reranker.score, calls, warmup, args.repeat))
     segments: list[tuple[int, int]] = []
-    pairs = 0
-    first: list[float] | None = None
-    start = time.perf_counter()
-    for _ in range(args.repeat):
-        for query, docs in calls:
-            c0 = time.perf_counter()
-            scores = reranker.score(query, docs)
-            latencies.append(time.perf_counter() - c0)
-            pairs += len(docs)
-            first = first or scores[:4]
-    seconds = time.perf_counter() - start
     # What the engine actually ran, for the FLOP count (prefix once per call when it is reused).
     for _ in range(args.repeat):
         for query, docs in calls:
@@ -176,21 +162,21 @@ def run_ours(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str
                 )
     if args.profile:
         out["profile_file"] = reranker.engine.session.end_profiling()
-    out.update(latencies_s=latencies, seconds=seconds, pairs=pairs, first_scores=first, executed_segments=segments)
+    out["executed_segments"] = segments
     return out
 
 
 def run_torch(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[str, Any]:
     """The model card's PyTorch recipe (transformers), batches of ``--batch`` pairs."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from ..prompt import PREFIX, SUFFIX, format_content
+    from .recipe import RecipeTokenizer
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.torch_dtype]
     t0 = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(str(args.checkpoint), padding_side="left")
+    recipe = RecipeTokenizer(args.checkpoint)
     model = AutoModelForCausalLM.from_pretrained(str(args.checkpoint), dtype=dtype)
     model = model.eval().to(args.device)  # type: ignore[no-untyped-call]  # transformers leaves eval() unannotated
     load_s = time.perf_counter() - t0
@@ -202,53 +188,17 @@ def run_torch(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict[st
     }
     if args.load_only:
         return out
-    max_length = 8192
-    yes = tokenizer.convert_tokens_to_ids("yes")
-    no = tokenizer.convert_tokens_to_ids("no")
-    prefix_tokens = tokenizer.encode(PREFIX, add_special_tokens=False)
-    suffix_tokens = tokenizer.encode(SUFFIX, add_special_tokens=False)
-
-    def process_inputs(pairs: list[str]) -> BatchEncoding:
-        inputs = tokenizer(
-            pairs,
-            padding=False,
-            truncation="longest_first",
-            return_attention_mask=False,
-            max_length=max_length - len(prefix_tokens) - len(suffix_tokens),
-        )
-        for i, ele in enumerate(inputs["input_ids"]):
-            inputs["input_ids"][i] = prefix_tokens + ele + suffix_tokens
-        return tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=max_length)
 
     @torch.no_grad()
     def compute_scores(query: str, docs: Sequence[str]) -> list[float]:
         scores: list[float] = []
         for s in range(0, len(docs), args.batch):
-            inputs = process_inputs([format_content(query, d) for d in docs[s : s + args.batch]]).to(args.device)
+            inputs = recipe.batch(query, docs[s : s + args.batch]).to(args.device)
             kwargs = {"logits_to_keep": 1} if args.logits_to_keep else {}
-            batch_scores = model(**inputs, **kwargs).logits[:, -1, :]
-            true_vector = batch_scores[:, yes]
-            false_vector = batch_scores[:, no]
-            batch_scores = torch.stack([false_vector, true_vector], dim=1).float()
-            batch_scores = torch.nn.functional.log_softmax(batch_scores, dim=1)
-            scores.extend(batch_scores[:, 1].exp().tolist())
+            scores.extend(recipe.scores(model(**inputs, **kwargs).logits[:, -1, :]))
         return scores
 
-    if warmup:
-        compute_scores(*warmup)
-    latencies: list[float] = []
-    pairs = 0
-    first: list[float] | None = None
-    start = time.perf_counter()
-    for _ in range(args.repeat):
-        for query, docs in calls:
-            c0 = time.perf_counter()
-            scores = compute_scores(query, docs)
-            latencies.append(time.perf_counter() - c0)
-            pairs += len(docs)
-            first = first or scores[:4]
-    seconds = time.perf_counter() - start
-    out.update(latencies_s=latencies, seconds=seconds, pairs=pairs, first_scores=first)
+    out.update(timed_calls(compute_scores, calls, warmup, args.repeat))
     return out
 
 
@@ -293,9 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     # __doc__ is None under python -OO
     description = (__doc__ or "One engine × one workload, in its own process; prints one JSON line.").splitlines()[0]
     p = argparse.ArgumentParser(prog="python -m qwen3_rerank.bench.worker", description=description)
-    p.add_argument("--engine", choices=("ours", "torch", "js"), required=True)
+    p.add_argument("--engine", choices=("ours", "torch", "js", "ov", "llamacpp"), required=True)
     p.add_argument("--model", help="ONNX folder in the published layout (ours, js)")
-    p.add_argument("--checkpoint", help="PyTorch checkpoint folder (torch)")
+    p.add_argument("--checkpoint", help="PyTorch checkpoint folder (torch; ov and llamacpp: its tokenizer)")
     p.add_argument("--dtype", default="q8")
     p.add_argument("--torch-dtype", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--score-graph", action=argparse.BooleanOptionalAction, default=True)
@@ -313,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="ours: load this ONNX file instead (a copy of the score graph unless --no-score-graph)",
     )
     p.add_argument("--profile", default=None, help="ours: write an ORT profile with this file prefix")
+    p.add_argument("--ov-model", default=None, help="ov: OpenVINO IR folder exported by optimum-cli")
+    p.add_argument("--ov-precision", default=None, help="ov: INFERENCE_PRECISION_HINT (f32; default: OpenVINO's)")
+    p.add_argument("--gguf", default=None, help="llamacpp: the GGUF file")
+    p.add_argument("--llama-server", default=None, help="llamacpp: the llama-server executable")
+    p.add_argument("--llama-ctx", type=int, default=LLAMA_CTX, help="llamacpp: -c, shared by the slots (-kvu)")
+    p.add_argument("--llama-parallel", type=int, default=LLAMA_PARALLEL, help="llamacpp: -np, slots")
     p.add_argument("--workload", required=True)
     p.add_argument("--max-queries", type=int, default=None)
     p.add_argument("--max-docs", type=int, default=None)
@@ -332,14 +288,18 @@ def main(argv: list[str] | None = None) -> int:
         args.batch = 8
     if args.engine in ("ours", "js") and not args.model:
         raise SystemExit("--model is needed for this engine")
-    if args.engine == "torch" and not args.checkpoint:
-        raise SystemExit("--checkpoint is needed for the torch engine")
+    if args.engine in ("torch", "ov", "llamacpp") and not args.checkpoint:
+        raise SystemExit("--checkpoint is needed for this engine")
+    if args.engine == "ov" and not args.ov_model:
+        raise SystemExit("--ov-model is needed for the ov engine")
+    if args.engine == "llamacpp" and not (args.gguf and args.llama_server):
+        raise SystemExit("--gguf and --llama-server are needed for the llamacpp engine")
     folder = Path(args.model or args.checkpoint)
     tokenizer = _tokenizer(folder)
     workload = get_workload(args.workload)
     calls = _select(make_inputs(workload, tokenizer, seed=args.seed), args.max_queries, args.max_docs)
     warmup = (calls[0][0], calls[0][1][: args.warmup_docs]) if args.warmup_docs > 0 else None
-    runner = {"ours": run_ours, "torch": run_torch, "js": run_js}[args.engine]
+    runner = {"ours": run_ours, "torch": run_torch, "js": run_js, "ov": run_ov, "llamacpp": run_llamacpp}[args.engine]
     load_before = os.getloadavg()[0]
     raw = runner(args, calls, warmup)
 
@@ -365,10 +325,18 @@ def main(argv: list[str] | None = None) -> int:
             result["session_options"] = json.loads(args.session_options)
     elif args.engine == "torch":
         result.update(logits_to_keep=1 if args.logits_to_keep else None, batch=args.batch, torch=raw.get("torch"))
-    else:
+    elif args.engine == "js":
         result.update(batch=raw.get("batch"), transformers_js=raw.get("transformers_js"))
+    elif args.engine == "ov":
+        result["batch"] = args.batch
+        for key in ("openvino", "ov_config", "ov_inference_precision", "ov_model", "rss_after_load_mb"):
+            result[key] = raw[key]
+    else:
+        for key in ("gguf", "server_command", "llama_cpp_version", "rss_after_load_mb", "token_check"):
+            if key in raw:
+                result[key] = raw[key]
     if args.load_only:
-        result["peak_rss_mb"] = _peak_rss_mb()
+        result["peak_rss_mb"] = raw["server_peak_rss_mb"] if args.engine == "llamacpp" else _peak_rss_mb()
         print(json.dumps(result))
         return 0
 
@@ -382,10 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     result.update(_summary(raw["latencies_s"], raw["seconds"], raw["pairs"], tokens))
     result["pairs_per_call"] = [len(docs) for _, docs in calls]
     result["mean_prompt_tokens"] = tokens / raw["pairs"]
-    result["peak_rss_mb"] = raw["peak_rss_mb"] if args.engine == "js" else _peak_rss_mb()
+    # js: Node's own maxRSS; llamacpp: the server process's VmHWM (this process is only its client).
+    result["peak_rss_mb"] = {"js": raw.get("peak_rss_mb"), "llamacpp": raw.get("server_peak_rss_mb")}.get(
+        args.engine, _peak_rss_mb()
+    )
     full_segments = [(n, 0) for row in lengths for n in row] * args.repeat
     lm_rows = 0
-    if args.engine in ("torch", "js") and not args.logits_to_keep:
+    # llama.cpp's rank pooling runs its two-row yes/no head on the last position only: no lm_head.
+    if args.engine in ("torch", "js", "ov") and not args.logits_to_keep:
         # full logits at every position of every padded row
         if args.engine == "js" and result.get("batch", 1) == 1:
             lm_rows = tokens
@@ -408,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     result["executed_linear_gflops"] = executed["linear_gflop"] / raw["seconds"]
     result["latencies_s"] = raw["latencies_s"]
     result["first_scores"] = raw.get("first_scores")
+    if raw.get("call_scores") is not None:
+        result["call_scores"] = raw["call_scores"]
     print(json.dumps(result))
     return 0
 
