@@ -70,19 +70,25 @@ if [ "${SKIP_LLAMACPP:-}" != 1 ]; then
     echo "$(basename "$SDIST"): vendor/llama.cpp" > "$LLAMA_SRC/SOURCE"
   fi
   [ -f "$LLAMA_SRC/SOURCE" ] || echo "llama-cpp-python sdist: vendor/llama.cpp" > "$LLAMA_SRC/SOURCE"
-  CPU_STAMP=$(grep -m1 '^flags' /proc/cpuinfo | md5sum | cut -d' ' -f1)
+  # AMX off: ggml's AMX kernels (Q8_0, Q4 types) died with SIGILL at `tilezero` on a VM that lists
+  # amx_tile/amx_int8 (its own permission request succeeded), so the build leaves them out; the
+  # AVX-512/VNNI kernels and the weight repacking stay.
+  EXTRA_FLAGS=""
+  if grep -q -m1 'amx_tile' /proc/cpuinfo; then EXTRA_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; fi
+  CPU_STAMP=$( (grep -m1 '^flags' /proc/cpuinfo; echo "$EXTRA_FLAGS") | md5sum | cut -d' ' -f1)
   STAMP_FILE="$LLAMA_BUILD/.cpu-flags"
   if [ -x "$LLAMA_SERVER" ] && [ -x "$LLAMA_QUANTIZE" ] && [ ! -f "$STAMP_FILE" ]; then
     echo "$CPU_STAMP" > "$STAMP_FILE"  # built here before the stamp existed
   fi
   if [ -f "$STAMP_FILE" ] && [ "$(cat "$STAMP_FILE")" != "$CPU_STAMP" ]; then
-    log "the CPU changed since llama.cpp was built: rebuilding"
+    log "the CPU or the build flags changed since llama.cpp was built: rebuilding"
     rm -rf "$LLAMA_BUILD"
   fi
   if [ ! -x "$LLAMA_SERVER" ] || [ ! -x "$LLAMA_QUANTIZE" ]; then
     log "building llama-server and llama-quantize in $LLAMA_BUILD (-j$JOBS, niced; this takes a while) ..."
     nice -n 10 cmake -S "$LLAMA_SRC" -B "$LLAMA_BUILD" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
-      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF > "$PEERS_ROOT/cmake-configure.log" 2>&1
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "-DCMAKE_C_FLAGS=$EXTRA_FLAGS" "-DCMAKE_CXX_FLAGS=$EXTRA_FLAGS" \
+      > "$PEERS_ROOT/cmake-configure.log" 2>&1
     nice -n 10 cmake --build "$LLAMA_BUILD" --config Release -j "$JOBS" --target llama-server llama-quantize \
       > "$PEERS_ROOT/cmake-build.log" 2>&1 || { tail -30 "$PEERS_ROOT/cmake-build.log" >&2; exit 1; }
     echo "$CPU_STAMP" > "$STAMP_FILE"

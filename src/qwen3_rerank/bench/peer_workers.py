@@ -124,9 +124,24 @@ class LlamaServer:
         ctx: ``-c`` (the whole KV cache, shared by the slots: ``-kvu``).
         parallel: ``-np``, documents decoded together.
         log: where the server's output goes.
+        kv_type: ``-ctk``/``-ctv``, the KV cache's type (default: llama.cpp's, f16; the fp32 parity
+            engine keeps f32, so that its scores are the recipe's within float32 rounding).
+        flash_attn: ``-fa`` (default: llama.cpp's, ``auto``: on for this CPU). Its CPU flash attention
+            moved the tiny model's f32 scores by up to 1.6e-4 (8e-7 with it off), so the fp32 parity
+            engine turns it off; the quantized engines keep the default.
     """
 
-    def __init__(self, binary: Path, gguf: Path, threads: int, ctx: int, parallel: int, log: Path) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        gguf: Path,
+        threads: int,
+        ctx: int,
+        parallel: int,
+        log: Path,
+        kv_type: str | None = None,
+        flash_attn: str | None = None,
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -150,6 +165,10 @@ class LlamaServer:
             "-kvu",
             "--no-webui",
         ]
+        if kv_type:
+            self.command += ["-ctk", kv_type, "-ctv", kv_type]
+        if flash_attn:
+            self.command += ["-fa", flash_attn]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> LlamaServer:
@@ -292,7 +311,14 @@ def run_llamacpp(args: argparse.Namespace, calls: Calls, warmup: Warmup) -> dict
     version = subprocess.run([args.llama_server, "--version"], capture_output=True, text=True, timeout=60)
     with tempfile.TemporaryDirectory(prefix="qwen3-bench-llama-") as tmp:
         server = LlamaServer(
-            Path(args.llama_server), gguf, threads, args.llama_ctx, args.llama_parallel, Path(tmp) / "log"
+            Path(args.llama_server),
+            gguf,
+            threads,
+            args.llama_ctx,
+            args.llama_parallel,
+            Path(tmp) / "log",
+            kv_type=args.llama_kv_type,
+            flash_attn=args.llama_flash_attn,
         )
         with server:
             out: dict[str, Any] = {

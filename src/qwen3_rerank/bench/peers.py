@@ -217,6 +217,10 @@ def locate(engine: str, checkpoint: Path, tools: PeerTools, key: str | None = No
         if not gguf.is_file():
             return f"no {variant} GGUF of this checkpoint ({gguf}): {hint}"
         flags = ["--engine", "llamacpp", "--gguf", str(gguf), "--llama-server", str(tools.llama_server)]
+        if variant in ("f32", "f16"):
+            # The parity engines: KV cache in the weights' float type (not f16), and no flash attention
+            # (llama.cpp's CPU kernel moved f32 scores by 1.6e-4 on the tiny model; 8e-7 without it).
+            flags += ["--llama-kv-type", variant, "--llama-flash-attn", "off"]
         return PeerLaunch(flags + ["--checkpoint", str(checkpoint)], None)
     raise ValueError(f"unknown peer engine {engine!r}: use one of {', '.join(PEER_ENGINES)}")
 

@@ -269,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llama-server", default=None, help="llamacpp: the llama-server executable")
     p.add_argument("--llama-ctx", type=int, default=LLAMA_CTX, help="llamacpp: -c, shared by the slots (-kvu)")
     p.add_argument("--llama-parallel", type=int, default=LLAMA_PARALLEL, help="llamacpp: -np, slots")
+    p.add_argument("--llama-kv-type", default=None, help="llamacpp: -ctk/-ctv (default: llama.cpp's f16)")
+    p.add_argument(
+        "--llama-flash-attn", default=None, choices=("on", "off", "auto"), help="llamacpp: -fa (default: auto)"
+    )
     p.add_argument("--workload", required=True)
     p.add_argument("--max-queries", type=int, default=None)
     p.add_argument("--max-docs", type=int, default=None)
@@ -332,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("openvino", "ov_config", "ov_inference_precision", "ov_model", "rss_after_load_mb"):
             result[key] = raw[key]
     else:
+        result.update(llama_kv_type=args.llama_kv_type, llama_flash_attn=args.llama_flash_attn)
         for key in ("gguf", "server_command", "llama_cpp_version", "rss_after_load_mb", "token_check"):
             if key in raw:
                 result[key] = raw[key]
