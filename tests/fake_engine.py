@@ -24,11 +24,17 @@ class FakeEngine:
     """The calls :class:`~qwen3_rerank.model_runner.ModelRunner` makes, on plain numpy."""
 
     def __init__(
-        self, *, is_score_graph: bool = True, supports_prefix_cache: bool = True, max_batch_with_past: int | None = None
+        self,
+        *,
+        is_score_graph: bool = True,
+        supports_prefix_cache: bool = True,
+        max_batch_with_past: int | None = None,
+        slice_tokens: int | None = None,
     ) -> None:
         self.is_score_graph = is_score_graph
         self.supports_prefix_cache = supports_prefix_cache
         self.max_batch_with_past = max_batch_with_past
+        self.slice_tokens = slice_tokens
         #: (rows, width, with_past, padding side seen) of each gaps() call
         self.batches: list[tuple[int, int, bool, str]] = []
         #: the prefix token ids of each prefix_cache() call

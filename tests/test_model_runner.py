@@ -151,3 +151,25 @@ def test_prefix_pass_rows_needs_two_eligible_rows_and_reuse_on():
 def test_gaps_are_float64_arrays():
     got = runner(FakeEngine()).gaps(REQUESTS)
     assert all(isinstance(g, np.ndarray) and g.dtype == np.float64 for g in got)
+
+
+@pytest.mark.parametrize("prefix_reuse", [True, False])
+def test_rows_longer_than_the_engines_slice_run_alone(prefix_reuse):
+    """A row the engine feeds through in slices gets a batch of its own (on the plain path and
+    after a shared prefix), the rest are batched as before, and every gap is unchanged."""
+    long_tail = tuple(range(200, 230))  # 35 tokens with the prefix, 30 after it
+    requests = [
+        request((21, 22), long_tail, (31,), long_tail[:12], (41, 42, 43)),
+        request(long_tail, reuses=(False,)),
+        request((51,), (52, 53), reuses=(False, False)),
+    ]
+    engine = FakeEngine(slice_tokens=10)
+    got = runner(engine, prefix_reuse=prefix_reuse).gaps(requests)
+    assert [list(g) for g in got] == expected(requests)
+    # every batch that holds a row of more than 10 new tokens holds that row alone
+    assert all(rows == 1 for rows, width, *_ in engine.batches if width > 10)
+    long_rows = [past for _, width, past, _ in engine.batches if width > 10]
+    # with reuse: the 30- and 12-token tails after the prefix, and the lone 35-token row;
+    # without: the 35- and 17-token rows of the first request and the lone 35-token row
+    assert len(long_rows) == 3 and sum(long_rows) == (2 if prefix_reuse else 0)
+    assert any(rows > 1 for rows, *_ in engine.batches)  # the short ones still share batches

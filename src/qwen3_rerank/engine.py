@@ -16,8 +16,10 @@ yes − no logit gap per row (so the reranker only ever sees gaps):
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import InputError, ModelLoadError
+from .layered import DEFAULT_SLICE_TOKENS
 from .score_graph import OUTPUT as YES_NO_OUTPUT
 from .score_graph import SEQ_CLS_OUTPUT, ScoreGraph
 
@@ -40,6 +43,8 @@ FloatArray: TypeAlias = "npt.NDArray[np.floating[Any]]"
 #: A KV-cache tensor fed to the graph: a numpy array, or an ``OrtValue`` already on the device
 #: (see :meth:`OnnxEngine.to_device`). onnxruntime ships no types, so ``OrtValue`` is ``Any`` to mypy.
 FeedValue: TypeAlias = "npt.NDArray[np.floating[Any]] | OrtValue"
+
+log = logging.getLogger("qwen3_rerank")
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _ORT_TYPES: dict[str, type[np.generic] | None] = {
@@ -136,9 +141,14 @@ class OnnxEngine:
         io_binding: bind inputs and outputs explicitly; default: on CUDA only.
         session_options: ``SessionOptions`` settings to override, e.g. for measurements; the
             names allowed are the keys of :data:`SESSION_OPTIONS`.
+        slice_tokens: for a score graph on the CPU, run it one decoder layer at a time
+            (:class:`~qwen3_rerank.layered.LayeredSession`) and feed a row longer than this many
+            new tokens through each layer in slices of this many, so that a long document needs
+            one layer's KV cache and one slice's attention scores instead of the whole
+            sequence's; ``None``: the graph runs in one piece, as one session.
 
     Raises:
-        InputError: an unknown session option, or a value of the wrong type.
+        InputError: an unknown session option, a value of the wrong type, or ``slice_tokens`` below 1.
         ModelLoadError: the file cannot be loaded, the graph's inputs are not those of a Qwen3
             causal LM (with or without a KV cache), or it lacks the output its record names.
     """
@@ -153,6 +163,7 @@ class OnnxEngine:
         threads: int | None = None,
         io_binding: bool | None = None,
         session_options: Mapping[str, object] | None = None,
+        slice_tokens: int | None = DEFAULT_SLICE_TOKENS,
     ) -> None:
         import onnxruntime as ort
 
@@ -171,17 +182,23 @@ class OnnxEngine:
         #: device for all its documents, and only the two logits per row come back).
         self.io_binding = self.device_type == "cuda" if io_binding is None else io_binding
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-        _apply_session_options(options, session_options or {})
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=provider_list)
-        except Exception as exc:
-            raise ModelLoadError(_explain_session_error(self.path, exc)) from None
+        def make_options() -> Any:
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.log_severity_level = 3
+            if threads:
+                options.intra_op_num_threads = int(threads)
+                options.inter_op_num_threads = 1
+            _apply_session_options(options, session_options or {})
+            return options
+
+        if slice_tokens is not None and slice_tokens < 1:
+            raise InputError(f"slice_tokens must be at least 1 (or None), not {slice_tokens}")
+        self._make_options = make_options
+        self._providers = provider_list
+        self._switch = threading.Lock()
+        #: The one-graph session, or once a long row came, the per-layer one (see :meth:`_layered`).
+        self.session: Any = self._one_piece()
 
         self._introspect(config)
         #: Most rows in one batch on top of a KV-cache past (``None``: no limit). ONNX Runtime's
@@ -195,6 +212,59 @@ class OnnxEngine:
                     f"(it has {self.logits_name!r}): rebuild it with qwen3-rerank optimize"
                 )
             self.max_batch_with_past = record.max_batch_with_past
+        #: A row with more new tokens than this runs alone, layer by layer in slices of this many
+        #: (None: every batch runs in one piece). Only a score graph that returns its KV cache,
+        #: on the CPU provider alone, is cut per layer.
+        self.slice_tokens: int | None = None
+        if (
+            record is not None
+            and slice_tokens
+            and self.supports_prefix_cache
+            and _layered_allowed(provider_names, self.io_binding, session_options)
+        ):
+            self.slice_tokens = slice_tokens
+
+    def _one_piece(self) -> Any:
+        """The whole graph as one ONNX Runtime session."""
+        import onnxruntime as ort
+
+        try:
+            return ort.InferenceSession(str(self.path), sess_options=self._make_options(), providers=self._providers)
+        except Exception as exc:
+            raise ModelLoadError(_explain_session_error(self.path, exc)) from None
+
+    def _layered(self) -> Any:
+        """The per-layer session, made on the first long row (None when the graph cannot be cut).
+
+        Why only then: a short-document workload keeps the one-graph session, its load time and
+        its behaviour. The one-graph session is let go before the stages load, so the weights
+        are never held twice (the stages read them from the same file).
+        """
+        from .layered import LayeredSession
+
+        with self._switch:
+            if isinstance(self.session, LayeredSession) or self.slice_tokens is None:
+                return self.session if isinstance(self.session, LayeredSession) else None
+            self.session = None
+            self.session = _layered_session(self.path, self._make_options, self._providers)
+            if self.session is None:
+                self.slice_tokens = None
+                self.session = self._one_piece()
+                return None
+            log.info(
+                "qwen3-rerank: %s now runs layer by layer (a row of more than %d tokens)",
+                self.path.name,
+                self.slice_tokens,
+            )
+            return self.session
+
+    def _current(self) -> Any:
+        """The session to run, waiting for a switch to the per-layer one that another thread makes."""
+        session = self.session
+        if session is None:
+            with self._switch:
+                session = self.session
+        return session
 
     # -- graph introspection -------------------------------------------------------------------
 
@@ -279,7 +349,7 @@ class OnnxEngine:
     @property
     def providers(self) -> list[str]:
         """The execution providers the session runs on, most preferred first."""
-        providers: list[str] = self.session.get_providers()
+        providers: list[str] = self._current().get_providers()
         return providers
 
     # -- running ---------------------------------------------------------------------------------
@@ -334,7 +404,7 @@ class OnnxEngine:
             RuntimeError: the logits output is neither 2-D nor 3-D.
         """
         logits: FloatArray
-        (logits,) = self.session.run([self.logits_name], self.feeds(input_ids, attention_mask))
+        (logits,) = self._current().run([self.logits_name], self.feeds(input_ids, attention_mask))
         if logits.ndim == 3:  # [batch, seq or 1, vocab]
             return logits[:, -1, :]
         if logits.ndim == 2:
@@ -383,8 +453,15 @@ class OnnxEngine:
 
     def _run_score_graph(self, feed: Mapping[str, FeedValue]) -> FloatArray:
         out: FloatArray
+        ids = feed["input_ids"]
+        if self.slice_tokens is not None and ids.shape[0] == 1 and ids.shape[1] > self.slice_tokens:
+            layered = self._layered()
+            slices = layered.slices_for(feed, self.slice_tokens) if layered is not None else None
+            if slices is not None:  # one long row: layer by layer, slice by slice
+                (out,) = layered.run_sliced([self.logits_name], feed, slices)
+                return out
         if not self.io_binding:
-            (out,) = self.session.run([self.logits_name], feed)
+            (out,) = self._current().run([self.logits_name], feed)
             return out
         binding = self.session.io_binding()
         for name, value in feed.items():
@@ -429,9 +506,37 @@ class OnnxEngine:
         ids = np.asarray([prefix_ids], dtype=np.int64)
         mask = np.ones_like(ids)
         names = list(self.present_for_past.values())
-        values: list[npt.NDArray[np.floating[Any]]] = self.session.run(names, self.feeds(ids, mask))
+        values: list[npt.NDArray[np.floating[Any]]] = self._current().run(names, self.feeds(ids, mask))
         by_present = dict(zip(names, values, strict=True))
         return {past: by_present[present] for past, present in self.present_for_past.items()}
+
+
+def _layered_allowed(providers: Sequence[str], io_binding: bool, session_options: Mapping[str, object] | None) -> bool:
+    """Whether a score graph may run as a :class:`~qwen3_rerank.layered.LayeredSession`: on the
+    CPU provider alone, without IO binding (the stages hand over numpy arrays), and not when the
+    caller profiles or saves the optimised graph (every stage would write the same file)."""
+    overrides = session_options or {}
+    return (
+        list(providers) == ["CPUExecutionProvider"]
+        and not io_binding
+        and not overrides.get("enable_profiling")
+        and not overrides.get("optimized_model_filepath")
+    )
+
+
+def _layered_session(path: Path, make_options: Any, providers: Sequence[Any]) -> Any:
+    """A :class:`~qwen3_rerank.layered.LayeredSession` of ``path``, or None (with the reason
+    logged) when the graph cannot be cut per layer or a stage does not load: the one-graph
+    session then runs it, as before."""
+    from .layered import LayeredSession, StageSplitError
+
+    try:
+        return LayeredSession(path, make_options, providers)
+    except StageSplitError as exc:
+        log.info("qwen3-rerank: %s runs in one piece: %s", path.name, exc)
+    except Exception as exc:  # a stage ONNX Runtime refuses: the whole graph still runs
+        log.warning("qwen3-rerank: %s runs in one piece: its per-layer stages do not load (%s)", path.name, exc)
+    return None
 
 
 def _apply_session_options(options: Any, overrides: Mapping[str, object]) -> None:

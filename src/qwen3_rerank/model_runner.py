@@ -9,6 +9,9 @@ chunking. Two paths:
 * prefix pass: when a request has two or more sequences that start with its shared prefix (and
   the graph returns its KV cache), the prefix runs once and its cache is fed with the rest of each
   sequence (:func:`prefix_pass_rows` says which).
+
+On either path a row longer than the engine's ``slice_tokens`` gets a batch of its own, which the
+engine feeds through in slices (:mod:`qwen3_rerank.layered`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ class ScoringEngine(Protocol):
     @property
     def is_score_graph(self) -> bool:
         """True for the score graph (right padding, KV-cache prefix), False for a full graph (left padding)."""
+        ...
+
+    @property
+    def slice_tokens(self) -> int | None:
+        """A row with more new tokens than this runs alone, in slices (None: no slicing)."""
         ...
 
     @property
@@ -195,9 +203,7 @@ class ModelRunner:
     ) -> Gaps:
         """``logit(yes) - logit(no)`` at the last position for each whole token sequence, float64."""
         gaps = np.empty(len(sequences), dtype=np.float64)
-        batches = plan_batches(
-            [len(s) for s in sequences], max_batch_tokens=self.max_batch_tokens, max_batch_size=self.batch_size
-        )
+        batches = self._plan([len(s) for s in sequences], self.batch_size)
         # A full graph is read at its last column, so it needs left padding; the score graph finds
         # each row's last token and gets right padding, which every attention kernel supports.
         side = "right" if self.engine.is_score_graph else "left"
@@ -209,6 +215,19 @@ class ModelRunner:
             if progress is not None:
                 progress.update(len(batch))
         return gaps
+
+    def _plan(self, lengths: list[int], max_batch_size: int) -> list[list[int]]:
+        """Batches under the token budget; a row longer than the engine's slice runs alone, so
+        that the engine can feed it through in slices (its memory then stays that of a slice)."""
+        limit = self.engine.slice_tokens
+        long = [i for i, n in enumerate(lengths) if limit is not None and n > limit]
+        if not long:
+            return plan_batches(lengths, max_batch_tokens=self.max_batch_tokens, max_batch_size=max_batch_size)
+        short = [i for i, n in enumerate(lengths) if limit is None or n <= limit]
+        batches = plan_batches(
+            [lengths[i] for i in short], max_batch_tokens=self.max_batch_tokens, max_batch_size=max_batch_size
+        )
+        return [[i] for i in sorted(long, key=lambda i: -lengths[i])] + [[short[j] for j in b] for b in batches]
 
     def _prefix_gaps(
         self, request: ScoringRequest, indices: list[int], progress: Progress | None, stop: StopCheck | None
@@ -226,11 +245,7 @@ class ModelRunner:
         cache = self.engine.prefix_cache(request.sequences[indices[0]][:shared])
         parts = [request.sequences[i][shared:] for i in indices]
         gaps = np.empty(len(parts), dtype=np.float64)
-        batches = plan_batches(
-            [len(p) for p in parts],
-            max_batch_tokens=self.max_batch_tokens,
-            max_batch_size=self.engine.max_batch_with_past or self.batch_size,
-        )
+        batches = self._plan([len(p) for p in parts], self.engine.max_batch_with_past or self.batch_size)
         widest = max(len(b) for b in batches)
         # One contiguous copy per request; each batch takes its first rows (still contiguous).
         repeated = {

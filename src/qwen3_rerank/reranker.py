@@ -19,6 +19,7 @@ from .chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_TOKENS, ChunkingOptio
 from .engine import OnnxEngine
 from .errors import InputError, ModelLoadError
 from .files import DEFAULT_DTYPE, DEFAULT_MODEL, ModelFiles, resolve_model
+from .layered import DEFAULT_SLICE_TOKENS
 from .model_runner import ModelRunner, tqdm_progress
 from .prebuild import score_graph_for
 from .prompt import PromptTemplate
@@ -117,6 +118,7 @@ class Reranker:
         template: str | PromptTemplate | None = None,
         session_options: Mapping[str, object] | None = None,
         score_graph_cache: str | os.PathLike[str] | None = None,
+        slice_tokens: int | None = DEFAULT_SLICE_TOKENS,
     ) -> Reranker:
         """Load a model from a local folder or a Hub repo id.
 
@@ -162,12 +164,20 @@ class Reranker:
                 writable, keyed by the model file's content (default: ``$QWEN3_RERANK_CACHE``,
                 else the platform's user cache directory). Not ``cache_dir``, the Hub's download
                 cache.
+            slice_tokens: on the CPU, the score graph runs one decoder layer at a time and a
+                prompt longer than this many tokens goes through each layer in slices of this
+                many (chunked prefill, layer by layer): a long document then needs the memory of
+                one layer's KV cache and one slice's attention instead of the whole prompt's
+                (an 8,192-token document on q8: docs/benchmarks/long-doc/). Smaller slices use
+                less memory; ``None`` runs the graph in one piece, as one session.
 
         Raises:
             ModelLoadError: the model cannot be found, downloaded or loaded.
             InputError: an unknown template name, session option, ``q8_activations`` or
-                ``yes_no_head``, or an unusable ``max_length``.
+                ``yes_no_head``, an unusable ``max_length``, or ``slice_tokens`` below 1.
         """
+        if slice_tokens is not None and slice_tokens < 1:
+            raise InputError(f"slice_tokens must be at least 1 (or None), not {slice_tokens}")
         files = resolve_model(
             model, dtype, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
         )
@@ -185,7 +195,10 @@ class Reranker:
             "session_options": session_options,
         }
         try:
-            engine = OnnxEngine(graph or files.onnx, **engine_options)
+            if graph is None:
+                engine = OnnxEngine(files.onnx, **engine_options)
+            else:
+                engine = OnnxEngine(graph, **engine_options, slice_tokens=slice_tokens)
         except ModelLoadError as exc:
             if graph is None:
                 raise
