@@ -79,6 +79,12 @@ def test_locate_says_what_is_missing_then_how_to_run(tmp_path):
     llama = locate("llamacpp-q8_0", checkpoint, tools, key)
     assert isinstance(llama, PeerLaunch) and llama.python is None
     assert llama.flags[llama.flags.index("--gguf") + 1] == str(tools.gguf_path(key, "q8_0"))
+    assert "--llama-flash-attn" not in llama.flags and "--llama-kv-type" not in llama.flags  # llama.cpp's defaults
+    tools.gguf_path(key, "f32").write_bytes(b"")
+    f32 = locate("llamacpp-f32", checkpoint, tools, key)
+    assert isinstance(f32, PeerLaunch)
+    assert f32.flags[f32.flags.index("--llama-kv-type") + 1] == "f32"
+    assert f32.flags[f32.flags.index("--llama-flash-attn") + 1] == "off"
     with pytest.raises(ValueError, match="unknown peer engine"):
         locate("ov-int3", checkpoint, tools, key)
 
