@@ -228,8 +228,9 @@ class OnnxEngine:
         """The whole graph as one ONNX Runtime session."""
         import onnxruntime as ort
 
+        options = self._make_options()  # outside the try: a bad session option is the caller's InputError
         try:
-            return ort.InferenceSession(str(self.path), sess_options=self._make_options(), providers=self._providers)
+            return ort.InferenceSession(str(self.path), sess_options=options, providers=self._providers)
         except Exception as exc:
             raise ModelLoadError(_explain_session_error(self.path, exc)) from None
 
