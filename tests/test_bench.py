@@ -102,3 +102,22 @@ def test_bench_quick_on_tiny_model(tiny_model_dir, tmp_path):
     assert "q8_vs_torch_fp32_1x100x128" in report["targets"]
     summary = (out / "summary.md").read_text()
     assert "| ours-fp32-fast |" in summary and "## Targets" in summary
+
+
+@pytest.mark.slow  # four worker processes
+def test_bench_scaling_extra(tiny_model_dir, tmp_path):
+    """The scaling extra measures 1 session × 2 threads, 1 × 1 and 2 × 1 (two processes at once)."""
+    from qwen3_rerank.cli import main
+
+    out = tmp_path / "bench"
+    argv = ["bench", "--model", str(tiny_model_dir), "--out", str(out), "--workloads", "1x8x32"]
+    argv += ["--engines", "ours-fp32-fast", "--extras", "scaling", "--sweep-dtype", "fp32", "--no-plots"]
+    assert main(argv) == 0
+    report = json.loads((out / "results.json").read_text())
+    rows = report["scaling"]
+    assert [(r["sessions"], r["threads"]) for r in rows] == [(1, 2), (1, 1), (2, 1)]
+    assert all(r["pairs_per_s"] > 0 for r in rows), rows
+    pair = rows[2]
+    assert len(pair["processes"]) == 2
+    assert pair["pairs_per_s"] == pytest.approx(sum(p["pairs_per_s"] for p in pair["processes"]))
+    assert "## Scaling: sessions × threads" in (out / "summary.md").read_text()

@@ -146,6 +146,15 @@ def test_score_agreement_and_peer_ratios():
     assert ov["vs_torch_fp32_max_abs_diff"] == pytest.approx(0.01) and ov["vs_torch_fp32_compared"] == 3
     assert "vs_torch_fp32_max_abs_diff" not in torch_row
     assert targets["q8_vs_ov_int8_1x100x128"]["value"] == pytest.approx(2.0)
+    assert targets["q8_vs_torch_fp32_1x100x128"] == {"value": pytest.approx(4.0), "target": 8.0, "met": False}
+    assert targets["q8_vs_fastest_peer_1x100x128"]["value"] == pytest.approx(2.0)
+    # The fastest peer is the quicker of the two, whichever engine it is; ratios on every workload.
+    llama = _row("llamacpp-q8_0", 1.6, [0.1, 0.2, 0.3])
+    other = add_ratios([torch_row, ours, ov, llama], None, [{"name": "ours-q8-fast", "peak_rss_mb": 900.0}])
+    assert other["q8_vs_fastest_peer_1x100x128"] == {"value": pytest.approx(1.25), "target": 3.0, "met": False}
+    assert other["_variants_used"]["fastest ov-int8/ov-int4/llamacpp-q8_0/llamacpp-q4_k_m@1x100x128"] == "llamacpp-q8_0"
+    assert other["q8_peak_rss_mb_1x1x8192"]["met"] is True
+    assert {"q8_vs_fastest_peer_1x20x512", "q4_vs_fastest_4bit_peer_16x10x256"} <= set(other)
     report = {"machine": {}, "versions": {}, "results": [torch_row, ours, ov, js], "targets": targets}
     summary = summary_markdown(report)
     assert "## Peers: OpenVINO and llama.cpp" in summary

@@ -477,5 +477,8 @@ def test_transformers_js_scores_equal_ours(node_modules, exported, dtype, tmp_pa
     assert np.abs(js_gap - ours_gap).max() <= 1e-3, (js_gap, ours_gap)
     if dtype == "q4":  # 4-bit weights, float activations: the fast path gives the same numbers too
         # (with the file's own yes/no head; the default float head is closer to fp32 instead)
-        fast = Reranker.from_pretrained(exported, dtype=dtype, threads=2, yes_no_head="quantized")
+        # and the file's own 4-bit kernels ("tensor"; by default they run as int8).
+        fast = Reranker.from_pretrained(
+            exported, dtype=dtype, threads=2, yes_no_head="quantized", q8_activations="tensor"
+        )
         assert np.abs(np.array(fast.score(QUERY, JS_DOCS)) - js_score).max() <= 1e-3

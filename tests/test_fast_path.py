@@ -207,7 +207,10 @@ def test_fast_path_on_exported_variants(exported, dtype):
     plain = make_reranker(exported, dtype=dtype, score_graph=False, prefix_reuse=False)
     # The file's own yes/no head, so that the numbers are the ones the plain path computes (the
     # default float head of q8/q4 is other, closer-to-fp32 numbers: docs/benchmarks/q8-head/).
-    fast = make_reranker(exported, dtype=dtype, yes_no_head="quantized")
+    # q4: the file's own 4-bit kernels ("tensor"; the default runs them as int8, checked in
+    # test_q4_linears_run_as_int8).
+    own_kernels = {"q8_activations": "tensor"} if dtype == "q4" else {}
+    fast = make_reranker(exported, dtype=dtype, yes_no_head="quantized", **own_kernels)
     one_by_one = make_reranker(exported, dtype=dtype, score_graph=False, prefix_reuse=False, batch_size=1)
     assert fast.engine.is_score_graph and fast.prefix_reuse
     uses_gqa = score_graph_record(fast.engine.path)["group_query_attention"]
@@ -242,6 +245,34 @@ def test_fast_path_on_exported_variants(exported, dtype):
     else:
         np.testing.assert_allclose(ours, full, rtol=0, atol=1e-4)
         np.testing.assert_allclose(ours, single, rtol=0, atol=1e-4)
+
+
+def test_q4_linears_run_as_int8(exported):
+    """By default a q4 score graph runs its 4-bit linears as int8 ``MatMulInteger`` (ONNX Runtime's
+    faster CPU kernel, see score_graph_build._nbits_as_int8). The drift from the file's own 4-bit
+    arithmetic must stay within the gap that arithmetic already has to fp32, a document's gap must
+    not depend on its batch, and ``tensor`` mode must keep the file's kernels."""
+    fast = make_reranker(exported, dtype="q4", yes_no_head="quantized")
+    record = score_graph_record(fast.engine.path)
+    ops = {node.op_type for node in onnx.load(str(fast.engine.path), load_external_data=False).graph.node}
+    assert record["nbits_as_int8"] > 0 and record["requantized_matmuls"] == record["nbits_as_int8"]
+    assert "MatMulNBits" not in ops and "MatMulInteger" in ops
+    file_own = make_reranker(exported, dtype="q4", score_graph=False, prefix_reuse=False)
+    fp32 = make_reranker(exported, dtype="fp32", score_graph=False, prefix_reuse=False)
+    ours = np.array(fast.score(QUERY, DOCS, raw=True))
+    own = np.array(file_own.score(QUERY, DOCS, raw=True))
+    reference = np.array(fp32.score(QUERY, DOCS, raw=True))
+    file_gap = np.abs(own - reference).max()
+    assert file_gap > 0
+    assert np.abs(ours - own).max() <= file_gap, (ours - own, own - reference)
+    rows = make_reranker(
+        exported, dtype="q4", yes_no_head="quantized", prefix_reuse=False, batch_size=3, max_batch_tokens=400
+    )
+    np.testing.assert_allclose(ours, rows.score(QUERY, DOCS, raw=True), rtol=0, atol=1e-5)
+    kept = make_reranker(exported, dtype="q4", yes_no_head="quantized", q8_activations="tensor")
+    assert score_graph_record(kept.engine.path)["nbits_as_int8"] == 0
+    kept_ops = {node.op_type for node in onnx.load(str(kept.engine.path), load_external_data=False).graph.node}
+    assert "MatMulNBits" in kept_ops
 
 
 #: Two documents whose reference gaps differ by more than this must keep their order under

@@ -140,15 +140,20 @@ class Reranker:
                 the score-graph cache when the model folder is not writable.
             prefix_reuse: run the part of the prompt that all documents of a query share
                 (system prompt, instruction, query) once, and reuse its KV cache for them all.
-            q8_activations: for dynamic-int8 files (q8), how the score graph quantises
-                activations. Every mode but ``"tensor"`` takes one scale per token, so a
+            q8_activations: for quantised files, how the score graph runs the linears. A
+                4-bit file's (q4) ``MatMulNBits`` linears become int8 ones in every mode but
+                ``"tensor"`` (ONNX Runtime's int8 kernel is several times faster than its 4-bit
+                one on CPU; the added weight error is a fraction of the file's own), then
+                follow the mode like a dynamic-int8 (q8) file's. The mode says how activations
+                are quantised. Every mode but ``"tensor"`` takes one scale per token, so a
                 document's score depends on the document alone, whatever its batch and with or
                 without prefix reuse: ``"auto"`` (default: ``"row"`` where ONNX Runtime's u8×s8
                 products are exact, i.e. CPUs with VNNI and ARM, else ``"row-u8"``), ``"row"``
                 (the fast u8×s8 kernel), ``"row-u8"`` (u8×u8, exact everywhere, slower on x86
                 without VNNI), ``"nbits8"`` (8-bit ``MatMulNBits``, per token and block of 32: the
                 closest to fp32, about half the speed on AVX2) or ``"tensor"`` (as the file does:
-                one scale per tensor, so scores move with batch composition).
+                a q8 file's one scale per tensor, so scores move with batch composition; a q4
+                file's own 4-bit kernels).
             yes_no_head: for quantised files, score with the float rows of "yes"/"no" that the
                 tied embedding table holds (``"float"``), with the quantised ``lm_head`` rows
                 (``"quantized"``), or (``"auto"``) the float ones for 4-bit heads, where they

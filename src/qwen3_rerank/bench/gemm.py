@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 from .flops import QWEN3_06B, linear_shapes
 
-KERNELS = ("fp32", "int8", "int8_dynamic", "q4_acc0", "q4_acc4")
+KERNELS = ("fp32", "int8", "int8_dynamic", "q4_acc0", "q4_acc4", "nbits8_acc4")
 
 
 def _model(kernel: str, k: int, n: int, rng: np.random.Generator) -> onnx.ModelProto:
@@ -59,11 +59,13 @@ def _model(kernel: str, k: int, n: int, rng: np.random.Generator) -> onnx.ModelP
             helper.make_node("DynamicQuantizeMatMul", ["A", "B", "b_scale", "b_zp"], ["Y"], domain="com.microsoft")
         )
         out_type = TensorProto.FLOAT
-    elif kernel.startswith("q4"):
+    elif kernel.startswith(("q4", "nbits8")):
         block = 32
         blocks = k // block
+        bits = 8 if kernel.startswith("nbits8") else 4
         inputs = [helper.make_tensor_value_info("A", TensorProto.FLOAT, ["M", k])]
-        inits.append(numpy_helper.from_array(rng.integers(0, 256, (n, blocks, block // 2), dtype=np.uint8), "B"))
+        packed = (n, blocks, block * bits // 8)
+        inits.append(numpy_helper.from_array(rng.integers(0, 256, packed, dtype=np.uint8), "B"))
         inits.append(numpy_helper.from_array(rng.random(n * blocks, dtype=np.float32) * 0.01, "scales"))
         nodes.append(
             helper.make_node(
@@ -73,7 +75,7 @@ def _model(kernel: str, k: int, n: int, rng: np.random.Generator) -> onnx.ModelP
                 domain="com.microsoft",
                 K=k,
                 N=n,
-                bits=4,
+                bits=bits,
                 block_size=block,
                 accuracy_level=int(kernel.rsplit("acc", 1)[1]),
             )

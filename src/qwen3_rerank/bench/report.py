@@ -208,7 +208,12 @@ def summary_markdown(report: Json) -> str:
     lines += _peer_lines(report)
     targets = report.get("targets", {})
     if targets:
-        lines += ["## Targets (issue item 6)", "", "| target | measured | wanted | met |", "|---|---|---|---|"]
+        lines += [
+            "## Targets (issue 12, item 4; 4-bit peak RSS: the lower of the two 4-bit peers)",
+            "",
+            "| target | measured | wanted | met |",
+            "|---|---|---|---|",
+        ]
         for name, t in targets.items():
             if name.startswith("_"):
                 continue
@@ -243,7 +248,7 @@ def summary_markdown(report: Json) -> str:
         lines.append("")
     if report.get("memory_8k"):
         lines += [
-            "## Peak RSS at an 8,192-token document (default token budget 4,096)",
+            "## Peak RSS at an 8,192-token document (long rows run one decoder layer at a time, in slices)",
             "",
             "| engine | prompt tokens | seconds | peak RSS MB |",
             "|---|---|---|---|",
@@ -261,6 +266,21 @@ def summary_markdown(report: Json) -> str:
         for r in report["session_sweep"]:
             lines.append(
                 f"| `{r.get('session_options')}` | {_f(r.get('pairs_per_s'))} | {_f(r.get('peak_rss_mb'), '{:.0f}')} |"
+            )
+        lines.append("")
+    if report.get("scaling"):
+        lines += [
+            "## Scaling: sessions × threads (q8, 1x100x128; two sessions run in two processes at once)",
+            "",
+            "| sessions × threads | pairs/s | peak RSS MB (sum) |",
+            "|---|---|---|",
+        ]
+        for r in report["scaling"]:
+            lines.append(
+                f"| {r.get('sessions')} × {r.get('threads')} | {_f(r.get('pairs_per_s'))} | "
+                f"{_f(r.get('peak_rss_mb'), '{:.0f}')} |"
+                if "error" not in r
+                else f"| {r.get('sessions')} × {r.get('threads')} | error: {r['error'][-200:]} | |"
             )
         lines.append("")
     prof = report.get("profile", {})
