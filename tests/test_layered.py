@@ -82,6 +82,23 @@ def test_one_stage_per_layer_each_with_its_own_cache(tiny_model_dir):
     assert [i.name for i in session.get_inputs()] == [i.name for i in ort_inputs(engine.path)]
 
 
+def test_rows_over_the_threshold_run_in_slices_of_at_most_max_slice_tokens(tiny_model_dir):
+    """``slice_tokens`` is when a row is sliced; a slice never holds more than MAX_SLICE_TOKENS."""
+    from qwen3_rerank.layered import DEFAULT_SLICE_TOKENS, MAX_SLICE_TOKENS
+
+    assert DEFAULT_SLICE_TOKENS > MAX_SLICE_TOKENS  # rows of a few hundred tokens run in one pass
+    session = load(tiny_model_dir, slice_tokens=16).engine._layered()
+    threshold = MAX_SLICE_TOKENS + 100
+
+    def feed(n):
+        return {"input_ids": np.ones((1, n), np.int64), "attention_mask": np.ones((1, n), np.int64)}
+
+    assert session.slices_for(feed(threshold), threshold) is None
+    slices = session.slices_for(feed(threshold + 700), threshold)
+    assert slices == plan_slices(threshold + 700, MAX_SLICE_TOKENS) and len(slices) == 3
+    assert session.slices_for(feed(40), 16) == plan_slices(40, 16)
+
+
 def ort_inputs(path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()
 

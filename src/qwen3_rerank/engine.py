@@ -143,7 +143,8 @@ class OnnxEngine:
             names allowed are the keys of :data:`SESSION_OPTIONS`.
         slice_tokens: for a score graph on the CPU, run it one decoder layer at a time
             (:class:`~qwen3_rerank.layered.LayeredSession`) and feed a row longer than this many
-            new tokens through each layer in slices of this many, so that a long document needs
+            new tokens through each layer in slices of at most this many and at most
+            :data:`~qwen3_rerank.layered.MAX_SLICE_TOKENS`, so that a long document needs
             one layer's KV cache and one slice's attention scores instead of the whole
             sequence's; ``None``: the graph runs in one piece, as one session.
 

@@ -48,10 +48,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qwen3_rerank")
 
-#: Tokens per slice of a long sequence (measured: docs/benchmarks/long-doc/). Each slice costs its
-#: attention ``heads × slice × (past + slice)`` float32 scores: 16 × 512 × 8,192 × 4 B = 256 MiB
-#: at the end of an 8,192-token document for Qwen3-0.6B.
-DEFAULT_SLICE_TOKENS = 512
+#: Rows with more new tokens than this run layer by layer, in slices. Below it one pass is faster
+#: and its attention scores still small (16 heads × 2,048² × 4 B = 256 MiB for Qwen3-0.6B): a
+#: ~560-token row sliced at 512 ran at 0.47× the speed of one pass (q8, 1 × 20 × 512, 0.29 vs 0.62
+#: pairs/s, docs/benchmarks/cpu-0.6B/analysis.md), so the threshold is not the slice size.
+DEFAULT_SLICE_TOKENS = 2048
+#: The most tokens in one slice. Each slice costs its attention ``heads × slice × (past + slice)``
+#: float32 scores: 16 × 512 × 8,192 × 4 B = 256 MiB at the end of an 8,192-token document.
+MAX_SLICE_TOKENS = 512
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 #: Operators whose output depends on their input's shape only, not its values.
@@ -447,7 +451,7 @@ class LayeredSession:
     def slices_for(self, feeds: Mapping[str, Any], slice_tokens: int) -> list[tuple[int, int]] | None:
         """The slices to run ``feeds`` in, or None when it should run whole: more than one row,
         no more new tokens than ``slice_tokens``, a padded mask, or an input this module does not
-        know how to cut."""
+        know how to cut. A slice holds at most ``min(slice_tokens, MAX_SLICE_TOKENS)`` tokens."""
         ids = feeds["input_ids"]
         mask = feeds[_MASK]
         if ids.shape[0] != 1 or ids.shape[1] <= slice_tokens or not np.all(mask):
@@ -455,7 +459,7 @@ class LayeredSession:
         past_names = {name for stage in self.stages for name in stage.past}
         if any(name not in (*_PER_TOKEN_INPUTS, _MASK) and name not in past_names for name in feeds):
             return None
-        return plan_slices(int(ids.shape[1]), slice_tokens)
+        return plan_slices(int(ids.shape[1]), min(slice_tokens, MAX_SLICE_TOKENS))
 
     def run_sliced(
         self, output_names: Sequence[str], feeds: Mapping[str, Any], slices: Sequence[tuple[int, int]]

@@ -170,11 +170,13 @@ class Reranker:
                 else the platform's user cache directory). Not ``cache_dir``, the Hub's download
                 cache.
             slice_tokens: on the CPU, the score graph runs one decoder layer at a time and a
-                prompt longer than this many tokens goes through each layer in slices of this
-                many (chunked prefill, layer by layer): a long document then needs the memory of
-                one layer's KV cache and one slice's attention instead of the whole prompt's
-                (an 8,192-token document on q8: docs/benchmarks/long-doc/). Smaller slices use
-                less memory; ``None`` runs the graph in one piece, as one session.
+                prompt longer than this many tokens (default 2,048) goes through each layer in
+                slices of at most this many and at most 512 (chunked prefill, layer by layer): a
+                long document then needs the memory of one layer's KV cache and one slice's
+                attention instead of the whole prompt's (an 8,192-token document on q8:
+                docs/benchmarks/cpu-0.6B/). Shorter rows run in one pass, which is faster; a
+                smaller value uses less memory on shorter rows; ``None`` runs the graph in one
+                piece, as one session.
 
         Raises:
             ModelLoadError: the model cannot be found, downloaded or loaded.
