@@ -47,6 +47,8 @@ def _rewritten(source: Path, mode: str) -> ort.InferenceSession:
     model = onnx.load(source)
     if mode != "tensor":
         assert score_graph._requantize_activations(model, mode, source.parent) == 1
+        quantizer = "QuantizeLinear" if score_graph.ROW_QUANTIZER == "quantize_linear" else "Round"
+        assert mode == "nbits8" or quantizer in {n.op_type for n in model.graph.node}
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
@@ -120,3 +122,17 @@ def test_modes_are_checked():
     assert score_graph.resolve_activations("auto") in ("row", "row-u8")
     with pytest.raises(ValueError, match="activations must be one of"):
         score_graph._check_modes("per-row", "auto")
+
+
+@pytest.mark.parametrize("mode", ["row", "row-u8"])
+def test_quantize_linear_gives_the_elementwise_codes(quantized_matmul, mode, monkeypatch):
+    """The per-row codes come from one per-axis ``QuantizeLinear`` (faster: one pass over the
+    activations); the five-node elementwise form is the same arithmetic, so the outputs are equal."""
+    x = _activations(ROWS, seed=4)
+    ops = {n.op_type for n in onnx.load(quantized_matmul).graph.node}
+    fast = _rewritten(quantized_matmul, mode)
+    monkeypatch.setattr(score_graph, "ROW_QUANTIZER", "elementwise")
+    slow = _rewritten(quantized_matmul, mode)
+    assert "QuantizeLinear" not in ops
+    np.testing.assert_array_equal(fast.run(None, {"x": x})[0], slow.run(None, {"x": x})[0])
+    np.testing.assert_array_equal(fast.run(None, {"x": x[:, :3]})[0], slow.run(None, {"x": x[:, :3]})[0])

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qwen3_rerank")
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 #: How a dynamic-int8 graph's activations are quantised in the score graph (measured in
 #: docs/benchmarks/q8-rows/):
 #:
@@ -840,6 +840,52 @@ def _int8_as_uint8(weight: Array, zero: Array | None) -> tuple[npt.NDArray[np.ui
 # -- per-row activation quantisation of dynamic-int8 graphs ------------------------------------------
 
 
+#: How a per-row scale turns a row into uint8 codes (zero point 128): ``quantize_linear`` is one
+#: per-axis ``QuantizeLinear`` over the rows flattened to 2-D (one pass over the activations);
+#: ``elementwise`` the same arithmetic as Div → Round → Clip → Add → Cast (five passes; what a
+#: graph below opset 13, without per-axis ``QuantizeLinear``, gets).
+ROW_QUANTIZER = "quantize_linear"
+
+
+def _per_row_elementwise(
+    x: str, scale: str, quantized: str, p: str, const: Callable[[str, npt.ArrayLike], str]
+) -> list[onnx.NodeProto]:
+    """``uint8(clip(round(x / scale), -127, 127) + 128)``, one elementwise node per step."""
+    from onnx import TensorProto, helper
+
+    return [
+        helper.make_node("Div", [x, scale], [p + ".div"]),
+        helper.make_node("Round", [p + ".div"], [p + ".round"]),
+        helper.make_node(
+            "Clip",
+            [p + ".round", const("score.rowq.lo", np.float32(-127)), const("score.rowq.hi", np.float32(127))],
+            [p + ".clip"],
+        ),
+        helper.make_node("Add", [p + ".clip", const("score.rowq.128", np.float32(128))], [p + ".shift"]),
+        helper.make_node("Cast", [p + ".shift"], [quantized], to=TensorProto.UINT8),
+    ]
+
+
+def _per_row_quantize_linear(
+    x: str, scale: str, quantized: str, p: str, const: Callable[[str, npt.ArrayLike], str]
+) -> list[onnx.NodeProto]:
+    """The same codes with one per-axis ``QuantizeLinear`` (round half to even, saturating to
+    [0, 255], which ``|x / scale| <= 127`` never reaches): the rows flattened to ``[rows, hidden]``
+    with one scale and zero point 128 per row, then reshaped back."""
+    from onnx import helper
+
+    flat = const("score.rowq.flat", np.array([-1], np.int64))
+    return [
+        helper.make_node("Shape", [x], [p + ".shape"]),
+        helper.make_node("Flatten", [x], [p + ".x2d"], axis=-1),
+        helper.make_node("Reshape", [scale, flat], [p + ".s1d"]),
+        helper.make_node("Shape", [p + ".s1d"], [p + ".rows"]),
+        helper.make_node("Expand", [const("score.rowq.zero128", np.array([128], np.uint8)), p + ".rows"], [p + ".z1d"]),
+        helper.make_node("QuantizeLinear", [p + ".x2d", p + ".s1d", p + ".z1d"], [p + ".q2d"], axis=0),
+        helper.make_node("Reshape", [p + ".q2d", p + ".shape"], [quantized]),
+    ]
+
+
 def _requantize_activations(model: onnx.ModelProto, mode: str, base_dir: Path) -> int:
     """Make every ``DynamicQuantizeLinear`` → ``MatMulInteger`` group quantise its activations per
     row; returns how many MatMuls now do.
@@ -851,7 +897,7 @@ def _requantize_activations(model: onnx.ModelProto, mode: str, base_dir: Path) -
     (``row``) or converted exactly (``row-u8`` and ``nbits8``: uint8 = int8 + 128, zero point 128,
     the same scales).
     """
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     mode = resolve_activations(mode)
     graph = model.graph
@@ -889,15 +935,11 @@ def _requantize_activations(model: onnx.ModelProto, mode: str, base_dir: Path) -
                 reduce,
                 helper.make_node("Div", [p + ".max", const("score.rowq.127", np.float32(127))], [p + ".s"]),
                 helper.make_node("Max", [p + ".s", const("score.rowq.tiny", np.float32(1e-30))], [scale]),
-                helper.make_node("Div", [x, scale], [p + ".div"]),
-                helper.make_node("Round", [p + ".div"], [p + ".round"]),
-                helper.make_node(
-                    "Clip",
-                    [p + ".round", const("score.rowq.lo", np.float32(-127)), const("score.rowq.hi", np.float32(127))],
-                    [p + ".clip"],
-                ),
-                helper.make_node("Add", [p + ".clip", const("score.rowq.128", np.float32(128))], [p + ".shift"]),
-                helper.make_node("Cast", [p + ".shift"], [quantized], to=TensorProto.UINT8),
+                *(
+                    _per_row_quantize_linear
+                    if ROW_QUANTIZER == "quantize_linear" and opset >= 13
+                    else _per_row_elementwise
+                )(x, scale, quantized, p, const),
             ]
             const(zero, np.uint8(128))
             if mode == "row-u8":
