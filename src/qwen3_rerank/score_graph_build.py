@@ -840,6 +840,19 @@ def _int8_as_uint8(weight: Array, zero: Array | None) -> tuple[npt.NDArray[np.ui
 # -- per-row activation quantisation of dynamic-int8 graphs ------------------------------------------
 
 
+def _splice(
+    graph: onnx.GraphProto, replace: dict[str, list[onnx.NodeProto]], new_inits: list[onnx.TensorProto]
+) -> None:
+    """Put each node whose first output is a key of ``replace`` back as the nodes it maps to, in
+    the node's place (so the order stays topological), and add ``new_inits``."""
+    nodes = []
+    for node in graph.node:
+        nodes.extend(replace.get(node.output[0], [node]) if node.output else [node])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(new_inits)
+
+
 #: How a per-row scale turns a row into uint8 codes (zero point 128): ``quantize_linear`` is one
 #: per-axis ``QuantizeLinear`` over the rows flattened to 2-D (one pass over the activations);
 #: ``elementwise`` the same arithmetic as Div → Round → Clip → Add → Cast (five passes; what a
@@ -988,12 +1001,7 @@ def _requantize_activations(model: onnx.ModelProto, mode: str, base_dir: Path) -
             ]
             count += 1
 
-    nodes = []
-    for node in graph.node:
-        nodes.extend(replace.get(node.output[0], [node]) if node.output else [node])
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend(new_inits)
+    _splice(graph, replace, new_inits)
     if mode == "nbits8" and not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return count
@@ -1055,10 +1063,5 @@ def _nbits_as_int8(model: onnx.ModelProto, base_dir: Path) -> int:
         replace[node.output[0]] = nodes
         count += 1
     if count:
-        nodes = []
-        for node in graph.node:
-            nodes.extend(replace.get(node.output[0], [node]) if node.output else [node])
-        del graph.node[:]
-        graph.node.extend(nodes)
-        graph.initializer.extend(new_inits)
+        _splice(graph, replace, new_inits)
     return count

@@ -474,18 +474,7 @@ def run_startup(args: argparse.Namespace, dtypes: Sequence[str] = ("q8",)) -> li
                 },
             }
             # One document per run with prefix reuse: what every graph accepts (see ours-<dtype>-pr1).
-            base = [
-                "--engine",
-                "ours",
-                "--dtype",
-                dtype,
-                "--model",
-                str(folder),
-                "--workload",
-                "1x8x32",
-                "--batch-size",
-                "1",
-            ]
+            base = ours_flags(dtype, folder, "1x8x32", "--batch-size", "1")
             if args.threads:
                 base += ["--threads", str(args.threads)]
             phases = [
@@ -511,23 +500,17 @@ def run_startup(args: argparse.Namespace, dtypes: Sequence[str] = ("q8",)) -> li
     return rows
 
 
+def ours_flags(dtype: str, model: Path | str, workload: str, *extra: str) -> list[str]:
+    """Worker flags that run this library's ``dtype`` files of ``model`` on ``workload``, then ``extra``."""
+    return ["--engine", "ours", "--dtype", dtype, "--model", str(model), "--workload", workload, *extra]
+
+
 def run_memory(args: argparse.Namespace, dtypes: Sequence[str] = ("q8", "fp32")) -> list[Json]:
     """Peak memory and time of each dtype's fast engine on one 8,192-token document."""
     rows = []
     for dtype in dtypes:
         _log(f"[bench] memory ours-{dtype}-fast on 1x1x8192 ...")
-        flags = [
-            "--engine",
-            "ours",
-            "--dtype",
-            dtype,
-            "--model",
-            str(args.model),
-            "--workload",
-            "1x1x8192",
-            "--warmup-docs",
-            "0",
-        ]
+        flags = ours_flags(dtype, args.model, "1x1x8192", "--warmup-docs", "0")
         if args.threads:
             flags += ["--threads", str(args.threads)]
         result = run_worker(flags, timeout=args.timeout)
@@ -553,25 +536,13 @@ def run_sweep(args: argparse.Namespace, workload: str = "1x100x128", max_docs: i
     rows = []
     for options in SWEEP if not args.quick else SWEEP[:2]:
         _log(f"[bench] sweep q8 {options} ...")
-        flags = [
-            "--engine",
-            "ours",
-            "--dtype",
+        flags = ours_flags(
             args.sweep_dtype,
-            "--model",
-            str(args.model),
-            "--workload",
+            args.model,
             workload,
-            "--max-docs",
-            str(max_docs),
-            "--session-options",
-            json.dumps(options),
-            "--repeat",
-            str(args.repeat),
-            "--warmup-docs",
-            "2",
-            "--no-prefix-reuse",
-        ]
+            *("--max-docs", str(max_docs), "--session-options", json.dumps(options)),
+            *("--repeat", str(args.repeat), "--warmup-docs", "2", "--no-prefix-reuse"),
+        )
         result = run_worker(flags, timeout=args.timeout)
         result["name"] = f"ours-{args.sweep_dtype}-fast"
         rows.append(result)
@@ -588,22 +559,8 @@ def run_scaling(args: argparse.Namespace, workload: str = "1x100x128", max_docs:
     are best split (issue 12 item 5, README "Scaling")."""
 
     def flags(threads: int) -> list[str]:
-        return [
-            "--engine",
-            "ours",
-            "--dtype",
-            args.sweep_dtype,
-            "--model",
-            str(args.model),
-            "--workload",
-            workload,
-            "--max-docs",
-            str(max_docs),
-            "--threads",
-            str(threads),
-            "--repeat",
-            str(args.repeat),
-        ]
+        extra = ("--max-docs", str(max_docs), "--threads", str(threads), "--repeat", str(args.repeat))
+        return ours_flags(args.sweep_dtype, args.model, workload, *extra)
 
     rows = []
     for threads in (2, 1):
@@ -630,23 +587,13 @@ def run_scaling(args: argparse.Namespace, workload: str = "1x100x128", max_docs:
 def run_profile(args: argparse.Namespace, workload: str = "1x100x128", max_docs: int = 8) -> Json:
     """ORT profile of the q8 score graph, node time grouped by op type."""
     with tempfile.TemporaryDirectory(prefix="qwen3-bench-prof-") as tmp:
-        flags = [
-            "--engine",
-            "ours",
-            "--dtype",
+        flags = ours_flags(
             args.sweep_dtype,
-            "--model",
-            str(args.model),
-            "--workload",
+            args.model,
             workload,
-            "--max-docs",
-            str(max_docs),
-            "--profile",
-            str(Path(tmp) / "ort"),
-            "--warmup-docs",
-            "2",
-            "--no-prefix-reuse",
-        ]
+            *("--max-docs", str(max_docs), "--profile", str(Path(tmp) / "ort")),
+            *("--warmup-docs", "2", "--no-prefix-reuse"),
+        )
         _log(f"[bench] profile {args.sweep_dtype} on {workload} ...")
         result = run_worker(flags, timeout=args.timeout)
         if "error" in result:
