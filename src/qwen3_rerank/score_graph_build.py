@@ -1029,6 +1029,7 @@ def _nbits_as_int8(model: onnx.ModelProto, base_dir: Path) -> int:
 
     graph = model.graph
     g = GraphIndex(graph)
+    types = _element_types(graph)  # read from the graph, without loading any weights
     new_inits: list[onnx.TensorProto] = []
     replace: dict[str, list[onnx.NodeProto]] = {}
     quantizers: dict[str, tuple[str, str, str]] = {}  # activation -> its quantised tensor, scale, zero
@@ -1036,10 +1037,11 @@ def _nbits_as_int8(model: onnx.ModelProto, base_dir: Path) -> int:
     for k, node in enumerate(list(graph.node)):
         if node.op_type != "MatMulNBits" or node.domain != "com.microsoft" or int(attribute(node, "bits", 4)) != 4:
             continue
-        scales = g.constant(node.input[2], base_dir)
-        dequantized = _dequantized_nbits(g, node, base_dir)
-        if dequantized is None or scales is None or scales.dtype != np.float32:
+        if types.get(node.input[2]) != TensorProto.FLOAT:
             continue  # a float16 graph's linears stay as they are
+        dequantized = _dequantized_nbits(g, node, base_dir)
+        if dequantized is None:
+            continue
         weight = dequantized[0]
         column_max = np.abs(weight).max(axis=0)
         scale = np.where(column_max > 0, column_max / 127.0, 1.0)
